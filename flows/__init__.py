@@ -1,0 +1,1 @@
+"""Thin Prefect flows: the order of stages, hooks and parameters."""

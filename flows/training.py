@@ -1,0 +1,155 @@
+"""The `train` flow: load → validate → split → tune → choose threshold → refit → evaluate → register."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from potable.settings import BUNDLED_DATA, MODEL_NAME, Settings, get_settings, load_config
+from tasks.data import load_batch, read_batch, split_batch_task
+from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
+from tasks.registry import git_commit, register_model_task, setup_mlflow, version_tags
+from tasks.tuning import TuningResult, refit_best, tune_models
+from tasks.validation import ValidationReport, quarantine_batch_task, validate_batch_task
+
+
+class BatchRejected(Exception):
+    """The batch failed validation; it was quarantined and nothing was trained or registered."""
+
+    def __init__(self, report: ValidationReport, quarantined_to: str | None):
+        self.report = report
+        self.quarantined_to = quarantined_to
+        where = f"; batch moved to {quarantined_to}" if quarantined_to else ""
+        details = "\n".join(f"  - {line}" for line in report.failures)
+        super().__init__(f"batch rejected by validation{where}:\n{details}")
+
+
+def training_config(settings: Settings, trials: int | None, seed: int | None) -> dict[str, Any]:
+    """The YAML training config with this run's overrides applied (never mutating the cached copy)."""
+    config = copy.deepcopy(load_config(settings.training_config))
+    if trials is not None:
+        if trials < 1:
+            raise ValueError("--trials must be at least 1")
+        config["tuning"]["n_trials"] = trials
+    if seed is not None:
+        config["seed"] = seed
+    return config
+
+
+def publish_summary(summary: dict[str, Any], tuning: TuningResult, evaluation: Evaluation) -> None:
+    """A Prefect artifact so the run page in the UI shows what was trained and how well it did."""
+    m = evaluation.metrics
+    create_markdown_artifact(
+        key="training-summary",
+        description="Model trained and registered by this run",
+        markdown=(
+            f"## {MODEL_NAME} v{summary['model_version']} registered as `candidate`\n\n"
+            f"- data `{summary['data']}` (sha256 `{summary['data_sha256'][:12]}`)\n"
+            f"- best family **{tuning.best_family}** {tuning.best_params}, CV ROC-AUC {tuning.best_value:.4f} "
+            f"({tuning.n_trials} trials, {tuning.n_pruned} pruned, study `{tuning.study_name}`)\n"
+            f"- threshold {evaluation.threshold:.3f} (chosen on train-split CV)\n"
+            f"- test ROC-AUC **{m['roc_auc']:.4f}**, PR-AUC {m['pr_auc']:.4f}, F1 {m['f1']:.4f}, "
+            f"recall {m['recall']:.4f}, false-potable rate {m['false_potable_rate']:.4f}\n"
+            f"- MLflow run `{summary['mlflow_run_id']}`\n"
+        ),
+    )
+    create_table_artifact(
+        key="test-metrics",
+        table=[{"metric": k, "value": round(v, 4)} for k, v in m.items()],
+        description="Held-out test metrics at the chosen threshold",
+    )
+
+
+@flow(name="train", log_prints=True)
+def train(
+    data: str = str(BUNDLED_DATA),
+    trials: int | None = None,
+    seed: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Train and register a water-potability model from one batch (local path or s3:// URI)."""
+    logger = get_run_logger()
+    settings = get_settings()
+    settings.ensure_dirs()
+    config = training_config(settings, trials, seed)
+    batch = load_batch(data, settings)
+    report = validate_batch_task(batch, settings)
+    if not report.success:
+        raise BatchRejected(report, quarantine_batch_task(batch, report, settings))
+    logger.info(report.summary())
+    parts = split_batch_task(read_batch(batch.path), config["test_size"], config["seed"])
+
+    setup_mlflow(settings)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    study_name = f"{MODEL_NAME}-{stamp}"
+    with mlflow.start_run(run_name=f"train-{stamp}") as run:
+        mlflow.set_tags({"data_sha256": batch.sha256, "data_uri": batch.uri, "prefect_flow_run_id": str(flow_run.id)})
+        mlflow.log_params(
+            {
+                "seed": config["seed"],
+                "test_size": config["test_size"],
+                "cv_folds": config["cv_folds"],
+                "n_trials": config["tuning"]["n_trials"],
+                "optuna_study": study_name,
+            }
+        )
+        mlflow.log_dict(config, "config/training.json")
+        tuning = tune_models(
+            parts.X_train,
+            parts.y_train,
+            config,
+            settings.optuna_url,
+            study_name,
+            config["seed"],
+            show_progress,
+        )
+        mlflow.log_params({f"best_{k}": v for k, v in tuning.params_for_logging().items()})
+        mlflow.log_metric("cv_roc_auc", tuning.best_value)
+        threshold = choose_threshold_task(
+            tuning.pipeline,
+            parts.X_train,
+            parts.y_train,
+            config["cv_folds"],
+            config["seed"],
+            config["threshold"],
+            tuning.oof_proba,
+        )
+        model = refit_best(tuning.pipeline, parts.X_train, parts.y_train)
+        plot_dir = settings.reports_dir / "runs" / run.info.run_id
+        evaluation = evaluate_model(model, parts.X_test, parts.y_test, threshold, plot_dir)
+        mlflow.log_metric("threshold", threshold)
+        mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
+        for plot in evaluation.plots:
+            mlflow.log_artifact(str(plot), artifact_path="plots")
+        tags = version_tags(
+            batch.sha256,
+            git_commit(settings),
+            study_name,
+            threshold,
+            evaluation.metrics,
+            {"model_family": tuning.best_family, "cv_roc_auc": f"{tuning.best_value:.6f}"},
+        )
+        registered = register_model_task(model, parts.X_train, tags, config["skops_trusted_types"])
+
+    summary = {
+        "model_name": registered.name,
+        "model_version": registered.version,
+        "alias": "candidate",
+        "mlflow_run_id": registered.run_id,
+        "model_uri": f"models:/{registered.name}/{registered.version}",
+        "data": batch.uri,
+        "data_sha256": batch.sha256,
+        "optuna_study": study_name,
+        "model_family": tuning.best_family,
+        "cv_roc_auc": round(tuning.best_value, 6),
+        "threshold": round(threshold, 6),
+        "metrics": {k: round(v, 6) for k, v in evaluation.metrics.items()},
+    }
+    publish_summary(summary, tuning, evaluation)
+    return summary

@@ -1,0 +1,128 @@
+"""A private Prefect API server for one CLI command, when no PREFECT_API_URL is configured.
+
+Prefect would start its own temporary server at the first API call; doing it here, before the ML stack
+is imported, runs the server's ~10 s start on the other core while this process imports (~10 s), and
+keeps its SQLite database under POTABLE_HOME so the runs stay visible in the UI afterwards.
+Only the standard library is imported here: it must be cheap to call first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess  # nosec B404 - starts Prefect's own server CLI with a fixed argv
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class PrefectApiError(RuntimeError):
+    """The private Prefect server did not come up."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _default_sigint() -> None:
+    # A command started with `&` from a script ignores SIGINT, and Prefect turns SIGTERM into SIGINT:
+    # restore the default so the server really stops when asked.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class PrefectServer:
+    """`prefect server start` (no UI, no scheduler) on a free loopback port, owned by this process."""
+
+    def __init__(self, prefect_home: Path, log_path: Path):
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        prefect_cli = Path(sys.executable).with_name("prefect")
+        argv = [
+            str(prefect_cli) if prefect_cli.exists() else sys.executable,
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-ui",
+            "--no-scheduler",
+            "--no-late-runs",
+            "--analytics-off",
+        ]
+        if not prefect_cli.exists():
+            argv[1:1] = ["-m", "prefect"]
+        env = {**os.environ, "PREFECT_HOME": str(prefect_home)}
+        env.pop("PREFECT_API_URL", None)
+        self.process = subprocess.Popen(  # nosec B603 - fixed argv, no shell
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_default_sigint,  # noqa: PLW1509
+        )
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise PrefectApiError(
+                    f"Prefect server exited with code {self.process.returncode}; see {self._log_path}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:  # nosec B310
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise PrefectApiError(f"Prefect server not healthy after {timeout:.0f} s; see {self._log_path}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self._log.close()
+
+
+@contextmanager
+def prefect_api(home: Path) -> Iterator[PrefectServer | None]:
+    """Yield a started private server (None when PREFECT_API_URL points at a real one); stop it after."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield None
+        return
+    server = PrefectServer(home / "prefect", home / "logs" / "prefect-api.log")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        yield server
+    finally:
+        _drain_prefect_clients()
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
+def _drain_prefect_clients() -> None:
+    """Send buffered run logs and events before the server goes; otherwise their workers retry at exit."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        APILogWorker.drain_all(timeout=10)
+        EventsWorker.drain_all(timeout=10)
+    except Exception as exc:  # noqa: BLE001 - losing a log line must not fail the command
+        print(f"warning: could not flush Prefect logs/events: {exc}", file=sys.stderr)

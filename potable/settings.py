@@ -1,0 +1,108 @@
+"""One place for settings: environment variables (and a `.env` file) over documented defaults.
+
+Business rules (search space, expectations, thresholds) live in the YAML files under configs/;
+this module only says where things are and which services to talk to.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PROJECT_ROOT / "configs"
+BUNDLED_DATA = PROJECT_ROOT / "data" / "water_potability.csv"
+
+MODEL_NAME = "water-potability"
+FEATURES: tuple[str, ...] = (
+    "ph",
+    "Hardness",
+    "Solids",
+    "Chloramines",
+    "Sulfate",
+    "Conductivity",
+    "Organic_carbon",
+    "Trihalomethanes",
+    "Turbidity",
+)
+LABEL = "Potability"
+COLUMNS: tuple[str, ...] = (*FEATURES, LABEL)
+
+
+class Settings(BaseSettings):
+    """Where state lives and which services to use; every field has an env var (see README)."""
+
+    model_config = SettingsConfigDict(env_prefix="POTABLE_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path(".potable"), description="All local state (POTABLE_HOME).")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "POTABLE_MLFLOW_TRACKING_URI"),
+        description="MLflow tracking URI; default sqlite:///<home>/mlflow.db.",
+    )
+    mlflow_experiment: str = "water-potability"
+    optuna_storage: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the Optuna study storage; default sqlite:///<home>/optuna.db.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("POTABLE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        description="S3 API endpoint (moto, MinIO); unset means AWS itself.",
+    )
+    aws_region: str = Field(
+        default="us-east-1", validation_alias=AliasChoices("POTABLE_AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    quarantine_prefix: str = Field(default="quarantine/", description="S3 prefix that bad batches move to.")
+    training_config: Path = Field(default=CONFIG_DIR / "training.yaml")
+    validation_config: Path = Field(default=CONFIG_DIR / "validation.yaml")
+    git_commit: str | None = Field(default=None, description="Overrides `git rev-parse HEAD` (CI, images).")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.home_dir / "mlartifacts"
+
+    @property
+    def optuna_url(self) -> str:
+        return self.optuna_storage or f"sqlite:///{self.home_dir / 'optuna.db'}"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home_dir / "quarantine"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home_dir / "reports"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home_dir, self.artifact_root, self.quarantine_dir, self.reports_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def get_settings() -> Settings:
+    """Read settings afresh so a changed environment (tests, CLI flags) is always honoured."""
+    return Settings()
+
+
+@lru_cache(maxsize=8)
+def _load_yaml(path: str, mtime: float) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Load a YAML config; cached per file version so repeated stages do not re-read it."""
+    return _load_yaml(str(path), path.stat().st_mtime)

@@ -1,0 +1,1 @@
+"""One module per stage; Prefect tasks wrapping plain, unit-tested functions."""

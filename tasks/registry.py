@@ -1,0 +1,129 @@
+"""MLflow set-up and model registration: the registry is the one source of truth for what was trained."""
+
+from __future__ import annotations
+
+import subprocess  # nosec B404 - only to read the git commit of this checkout
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sklearn.pipeline import Pipeline
+
+from potable.settings import MODEL_NAME, PROJECT_ROOT, Settings
+
+CANDIDATE_ALIAS = "candidate"
+CHAMPION_ALIAS = "champion"
+
+
+def setup_mlflow(settings: Settings) -> str:
+    """Point MLflow at the configured store; a local store keeps its artifacts under POTABLE_HOME."""
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
+    if experiment is None:
+        local = urlparse(settings.tracking_uri).scheme in ("sqlite", "file", "")
+        location = settings.artifact_root.as_uri() if local else None
+        experiment_id = mlflow.create_experiment(settings.mlflow_experiment, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def git_commit(settings: Settings) -> str:
+    """The commit the code was trained from (setting first, so images and CI can inject it)."""
+    if settings.git_commit:
+        return settings.git_commit
+    try:
+        out = subprocess.run(  # nosec B603 B607 - fixed argv, no shell
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def serving_requirements() -> list[str]:
+    """Pinned packages a consumer needs to load the model: those it was trained and pickled with."""
+    from importlib.metadata import version
+
+    packages = ["mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy", "cloudpickle"]
+    return [f"{name}=={version(name)}" for name in packages]
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+
+
+def version_tags(
+    data_sha256: str,
+    commit: str,
+    study_name: str,
+    threshold: float,
+    metrics: dict[str, float],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    tags = {
+        "data_sha256": data_sha256,
+        "git_commit": commit,
+        "optuna_study": study_name,
+        "threshold": f"{threshold:.6f}",
+    }
+    tags |= {f"test_{name}": f"{value:.6f}" for name, value in metrics.items()}
+    tags |= {k: str(v) for k, v in (extra or {}).items()}
+    return tags
+
+
+def register_model(
+    model: Pipeline, X_example: pd.DataFrame, tags: dict[str, str], trusted_types: list[str]
+) -> RegisteredVersion:
+    """Log the fitted Pipeline in the active run, register it, tag it and point `candidate` at it.
+
+    All or nothing: if tagging or aliasing fails the new version is deleted again, so the registry
+    never holds a half-described version.
+    """
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("register_model needs an active MLflow run")
+    example = X_example.head(5)
+    signature = infer_signature(example, model.predict_proba(example))
+    info = mlflow.sklearn.log_model(
+        sk_model=model,
+        skops_trusted_types=trusted_types,  # reviewed allowlist from configs/training.yaml
+        pip_requirements=serving_requirements(),  # explicit: inferring them reloads the model (~10 s)
+        name="model",
+        signature=signature,
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",  # the threshold is applied by the service, not by pyfunc
+    )
+    client = MlflowClient()
+    version = mlflow.register_model(info.model_uri, MODEL_NAME)
+    try:
+        for key, value in tags.items():
+            client.set_model_version_tag(MODEL_NAME, version.version, key, value)
+        client.set_registered_model_alias(MODEL_NAME, CANDIDATE_ALIAS, version.version)
+    except Exception:
+        client.delete_model_version(MODEL_NAME, version.version)
+        raise
+    return RegisteredVersion(MODEL_NAME, str(version.version), run.info.run_id, info.model_uri)
+
+
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_model_task(
+    model: Pipeline, X_example: pd.DataFrame, tags: dict[str, str], trusted_types: list[str]
+) -> RegisteredVersion:
+    return register_model(model, X_example, tags, trusted_types)
