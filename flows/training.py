@@ -135,7 +135,7 @@ def train(
             evaluation.metrics,
             {"model_family": tuning.best_family, "cv_roc_auc": f"{tuning.best_value:.6f}"},
         )
-        registered = register_model_task(model, parts.X_train, tags, config["skops_trusted_types"])
+        registered = register_model_task(model, parts.X_train, tags, config)
 
     summary = {
         "model_name": registered.name,

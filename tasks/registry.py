@@ -89,24 +89,25 @@ def version_tags(
 
 
 def register_model(
-    model: Pipeline, X_example: pd.DataFrame, tags: dict[str, str], trusted_types: list[str]
+    model: Pipeline, X_example: pd.DataFrame, tags: dict[str, str], storage: dict[str, Any]
 ) -> RegisteredVersion:
     """Log the fitted Pipeline in the active run, register it, tag it and point `candidate` at it.
 
     All or nothing: if tagging or aliasing fails the new version is deleted again, so the registry
-    never holds a half-described version.
+    never holds a half-described version. `storage` holds model_format and skops_trusted_types.
     """
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("register_model needs an active MLflow run")
     example = X_example.head(5)
-    signature = infer_signature(example, model.predict_proba(example))
+    model_format = storage["model_format"]
     info = mlflow.sklearn.log_model(
         sk_model=model,
-        skops_trusted_types=trusted_types,  # reviewed allowlist from configs/training.yaml
-        pip_requirements=serving_requirements(),  # explicit: inferring them reloads the model (~10 s)
         name="model",
-        signature=signature,
+        serialization_format=model_format,
+        skops_trusted_types=storage["skops_trusted_types"] if model_format == "skops" else None,
+        pip_requirements=serving_requirements(),  # explicit: inferring them reloads the model (~10 s)
+        signature=infer_signature(example, model.predict_proba(example)),
         input_example=example,
         pyfunc_predict_fn="predict_proba",  # the threshold is applied by the service, not by pyfunc
     )
@@ -124,6 +125,6 @@ def register_model(
 
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_model_task(
-    model: Pipeline, X_example: pd.DataFrame, tags: dict[str, str], trusted_types: list[str]
+    model: Pipeline, X_example: pd.DataFrame, tags: dict[str, str], storage: dict[str, Any]
 ) -> RegisteredVersion:
-    return register_model(model, X_example, tags, trusted_types)
+    return register_model(model, X_example, tags, storage)

@@ -16,6 +16,9 @@ import numpy as np
 import optuna
 import pandas as pd
 from joblib import Parallel, delayed
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -163,6 +166,26 @@ class TuningResult:
         return {"family": self.best_family, "imputer": self.best_imputer, **self.best_params}
 
 
+def log_trial_run(name: str, started: float, params: dict[str, Any], metrics: dict[str, float], state: str) -> None:
+    """One nested MLflow run per trial, written in a single batch (SQLite commits are the slow part)."""
+    parent = mlflow.active_run()
+    client = MlflowClient()
+    run = client.create_run(
+        parent.info.experiment_id,
+        start_time=int(started * 1000),
+        tags={MLFLOW_PARENT_RUN_ID: parent.info.run_id, MLFLOW_RUN_NAME: name},
+        run_name=name,
+    )
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag("optuna.state", state)],
+    )
+    client.set_terminated(run.info.run_id, end_time=now)
+
+
 def make_objective(X: pd.DataFrame, y: pd.Series, config: dict[str, Any], seed: int, oof_store: dict):
     """The study objective; out-of-fold probabilities of each finished trial go into oof_store."""
     tuning = config["tuning"]
@@ -171,23 +194,15 @@ def make_objective(X: pd.DataFrame, y: pd.Series, config: dict[str, Any], seed: 
         family, params, imputer = suggest(trial, config["search_space"], config["imputer_choices"])
         # One core per fit while folds run in parallel threads.
         pipeline = build_pipeline(family, params, seed, 1, imputer, calibrated=False)
-        started = time.perf_counter()
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
-            mlflow.log_params({"family": family, "imputer": imputer, **params, "trial": trial.number})
-            try:
-                scores, oof = cv_roc_auc(pipeline, X, y, config["cv_folds"], seed, trial, tuning["parallel_folds"])
-            except optuna.TrialPruned:
-                mlflow.set_tags({"optuna.state": "PRUNED"})
-                mlflow.log_metric("duration_s", time.perf_counter() - started)
-                raise
-            mlflow.log_metrics(
-                {
-                    "cv_roc_auc": float(np.mean(scores)),
-                    "cv_roc_auc_std": float(np.std(scores)),
-                    "duration_s": time.perf_counter() - started,
-                }
-            )
-            mlflow.set_tags({"optuna.state": "COMPLETE"})
+        logged = {"family": family, "imputer": imputer, **params, "trial": trial.number}
+        started = time.time()
+        try:
+            scores, oof = cv_roc_auc(pipeline, X, y, config["cv_folds"], seed, trial, tuning["parallel_folds"])
+        except optuna.TrialPruned:
+            log_trial_run(f"trial-{trial.number}", started, logged, {"duration_s": time.time() - started}, "PRUNED")
+            raise
+        metrics = {"cv_roc_auc": np.mean(scores), "cv_roc_auc_std": np.std(scores), "duration_s": time.time() - started}
+        log_trial_run(f"trial-{trial.number}", started, logged, metrics, "COMPLETE")
         if hasattr(pipeline, "predict_proba"):  # decision-function scores are no probabilities
             oof_store[trial.number] = oof
         return float(np.mean(scores))
