@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import subprocess  # nosec B404 # runs our own CLI and scripts
 import sys
 import tempfile
 import time
@@ -28,7 +28,7 @@ WALL_BAR, RATIO_BAR = 60.0, 1.6
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)  # nosec B603 # our own CLI
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-4000:])
@@ -68,7 +68,7 @@ def main() -> int:
         met = warm <= WALL_BAR and seed / warm >= RATIO_BAR
         print(f"bar warm <= {WALL_BAR:.0f} s and >= {RATIO_BAR}x: {'MET' if met else 'NOT MET'}")
         if not args.no_quality:
-            quality = subprocess.run(
+            quality = subprocess.run(  # nosec B603 # fixed argv
                 [sys.executable, str(ROOT / "benchmarks" / "model_quality.py")], env=env, cwd=ROOT, check=False
             )
             met = met and quality.returncode == 0

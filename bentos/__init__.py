@@ -1,1 +1,1 @@
-"""bentos"""
+"""BentoML service for the registered model."""

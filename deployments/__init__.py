@@ -1,1 +1,1 @@
-"""deployments"""
+"""Rollout targets, image build/push and the arrival watcher."""

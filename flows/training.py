@@ -125,8 +125,7 @@ def train(
         evaluation = evaluate_model(model, parts.X_test, parts.y_test, threshold, plot_dir)
         mlflow.log_metric("threshold", threshold)
         mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
-        for plot in evaluation.plots:
-            mlflow.log_artifact(str(plot), artifact_path="plots")
+        mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
         tags = version_tags(
             batch.sha256,
             git_commit(settings),

@@ -1,1 +1,1 @@
-"""governance"""
+"""Governance: policy gate, slices, champion vs challenger, model cards, audit trail (plain Python)."""

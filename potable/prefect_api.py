@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess  # nosec B404 - starts Prefect's own server CLI with a fixed argv
+import subprocess  # nosec B404 # starts Prefect's own server CLI with a fixed argv
 import sys
 import time
 import urllib.request
@@ -63,7 +63,7 @@ class PrefectServer:
             argv[1:1] = ["-m", "prefect"]
         env = {**os.environ, "PREFECT_HOME": str(prefect_home)}
         env.pop("PREFECT_API_URL", None)
-        self.process = subprocess.Popen(  # nosec B603 - fixed argv, no shell
+        self.process = subprocess.Popen(  # nosec B603 # fixed argv, no shell
             argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -79,7 +79,7 @@ class PrefectServer:
                     f"Prefect server exited with code {self.process.returncode}; see {self._log_path}"
                 )
             try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:  # nosec B310
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:  # nosec B310 # http URL we built for loopback
                     if response.status == 200:
                         return
             except OSError:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess  # nosec B404 - only to read the git commit of this checkout
+import subprocess  # nosec B404 # only to read the git commit of this checkout
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -40,7 +40,7 @@ def git_commit(settings: Settings) -> str:
     if settings.git_commit:
         return settings.git_commit
     try:
-        out = subprocess.run(  # nosec B603 B607 - fixed argv, no shell
+        out = subprocess.run(  # nosec B603 B607 # fixed argv, no shell
             ["git", "rev-parse", "HEAD"],
             cwd=PROJECT_ROOT,
             capture_output=True,

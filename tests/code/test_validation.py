@@ -1,0 +1,98 @@
+"""The Great Expectations suite on bad batches: each problem named, with column and examples."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.data import fetch_batch
+from tasks.validation import quarantine_batch, validate_batch
+
+
+def _validate(frame_or_text, write_csv, settings):
+    return validate_batch(fetch_batch(str(write_csv(frame_or_text)), settings), settings)
+
+
+def _corrupt(frame: pd.DataFrame, column: str, row: int, value) -> pd.DataFrame:
+    bad = frame.copy()
+    if isinstance(value, str):
+        bad[column] = bad[column].astype(object)
+    bad.loc[row, column] = value
+    return bad
+
+
+def test_reference_data_passes_and_writes_data_docs(reference_frame, write_csv, settings) -> None:
+    report = _validate(reference_frame, write_csv, settings)
+    assert report.success, report.failures
+    assert report.rows == 3276 and report.evaluated >= 30
+    assert report.data_docs.exists() and report.data_docs.read_text().lower().startswith("<!doctype html")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expectation", "example"),
+    [
+        ("ph", 14.7, "expect_column_values_to_be_between [ph]", "14.7"),
+        ("ph", -0.5, "expect_column_values_to_be_between [ph]", "-0.5"),
+        ("Sulfate", -12.0, "expect_column_values_to_be_between [Sulfate]", "-12.0"),
+        ("Turbidity", -1.0, "expect_column_values_to_be_between [Turbidity]", "-1.0"),
+        ("Potability", 2, "expect_column_values_to_be_in_set [Potability]", "2"),
+        ("Hardness", "hard", "expect_column_values_to_be_in_type_list [Hardness]", "'hard'"),
+    ],
+)
+def test_bad_value_is_named_with_column_and_example(
+    reference_frame, write_csv, settings, column, value, expectation, example
+) -> None:
+    report = _validate(_corrupt(reference_frame, column, 10, value), write_csv, settings)
+    assert not report.success
+    line = next(f for f in report.failures if f.startswith(expectation))
+    assert example in line
+
+
+def test_missing_extra_and_renamed_columns(reference_frame, write_csv, settings) -> None:
+    bad = reference_frame.drop(columns=["Turbidity"]).rename(columns={"Solids": "TDS"}).assign(extra=1)
+    report = _validate(bad, write_csv, settings)
+    assert not report.success
+    assert len(report.failures) == 1, report.failures  # one line, not one per check on absent columns
+    assert "missing columns ['Solids', 'Turbidity']" in report.failures[0]
+    assert "unexpected columns ['TDS', 'extra']" in report.failures[0]
+
+
+def test_mostly_missing_column(reference_frame, write_csv, settings) -> None:
+    bad = reference_frame.copy()
+    bad.loc[: len(bad) // 2, "Sulfate"] = np.nan
+    report = _validate(bad, write_csv, settings)
+    assert [f for f in report.failures if "expect_column_values_to_not_be_null [Sulfate]" in f and "missing" in f]
+
+
+def test_too_many_duplicate_rows(reference_frame, write_csv, settings) -> None:
+    bad = pd.concat([reference_frame, reference_frame.head(100)], ignore_index=True)
+    report = _validate(bad, write_csv, settings)
+    assert any("rows are duplicated" in f for f in report.failures)
+
+
+def test_header_only_fails_on_row_count(reference_frame, write_csv, settings) -> None:
+    report = _validate(reference_frame.head(0), write_csv, settings)
+    assert report.failures == ["expect_table_row_count_to_be_between: 0 rows, need at least 500"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("", "is empty"), (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not a"), ('{"ph": [7.0]}\n', "not a comma-separated CSV")],
+)
+def test_unreadable_or_non_csv_files(write_csv, settings, content, message) -> None:
+    report = _validate(content, write_csv, settings)
+    assert not report.success and any(message in f for f in report.failures)
+
+
+def test_quarantine_moves_the_batch_with_a_reason_file(reference_frame, write_csv, settings) -> None:
+    batch = fetch_batch(str(write_csv(_corrupt(reference_frame, "ph", 3, 99.0))), settings)
+    report = validate_batch(batch, settings)
+    target = quarantine_batch(batch, report, settings)
+    assert not batch.path.exists()
+    moved = settings.quarantine_dir / target.split("/quarantine/")[1]
+    assert moved.exists()
+    reason = json.loads((moved.parent / "reason.json").read_text())
+    assert reason["sha256"] == batch.sha256 and reason["failures"] == report.failures

@@ -1,0 +1,102 @@
+"""Shared fixtures: an isolated POTABLE_HOME per test, a real Prefect server, a moto S3 server."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from potable.settings import BUNDLED_DATA, Settings
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture
+def potable_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh POTABLE_HOME with the default (SQLite) MLflow and Optuna stores inside it."""
+    home = tmp_path / "potable-home"
+    monkeypatch.setenv("POTABLE_HOME", str(home))
+    for name in ("MLFLOW_TRACKING_URI", "POTABLE_OPTUNA_STORAGE", "POTABLE_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture
+def settings(potable_home: Path) -> Settings:
+    s = Settings()
+    s.ensure_dirs()
+    return s
+
+
+@pytest.fixture(scope="session")
+def reference_frame() -> pd.DataFrame:
+    return pd.read_csv(BUNDLED_DATA)
+
+
+@pytest.fixture
+def write_csv(tmp_path: Path):
+    """Write a DataFrame (or raw text/bytes) to a CSV file in tmp_path and return its path."""
+
+    def _write(content, name: str = "batch.csv") -> Path:
+        path = tmp_path / name
+        if isinstance(content, pd.DataFrame):
+            content.to_csv(path, index=False)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        return path
+
+    return _write
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A moto server in server mode on 127.0.0.1: the S3 API our production code path talks to."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket_name(moto_endpoint: str, potable_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on the moto server; the settings point at it through POTABLE_S3_ENDPOINT_URL."""
+    import uuid
+
+    import boto3
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POTABLE_S3_ENDPOINT_URL": moto_endpoint,
+    }.items():
+        monkeypatch.setenv(key, value)
+    name = f"landing-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real Prefect server for in-process flow runs (Prefect's own test harness)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,73 @@
+"""The `potable` CLI as a user runs it: its own private Prefect server, exit codes, JSON last line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from potable.settings import BUNDLED_DATA, MODEL_NAME, PROJECT_ROOT
+
+pytestmark = pytest.mark.e2e
+POTABLE = str(Path(sys.executable).with_name("potable"))
+
+
+def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "POTABLE_HOME": str(home)}
+    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "PREFECT_HOME"):
+        env.pop(name, None)
+    return subprocess.run(
+        [POTABLE, *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def test_validate_good_batch_prints_one_line(tmp_path) -> None:
+    done = run_cli("validate", str(BUNDLED_DATA), home=tmp_path / "home")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("batch valid: 3276 rows")
+
+
+def test_validate_bad_batch_exits_1_with_a_readable_report(tmp_path, reference_frame) -> None:
+    bad = tmp_path / "bad.csv"
+    reference_frame.assign(Chloramines=-3.0).to_csv(bad, index=False)
+    done = run_cli("validate", str(bad), home=tmp_path / "home")
+    assert done.returncode == 1
+    assert "expect_column_values_to_be_between [Chloramines]" in done.stderr and "-3.0" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert bad.exists()  # validate alone does not quarantine unless asked
+
+
+def test_train_prints_a_json_summary_as_last_line(tmp_path) -> None:
+    home = tmp_path / "home"
+    done = run_cli("train", "--trials", "2", "--seed", "7", home=home)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("model_name", "model_version", "mlflow_run_id", "data_sha256", "threshold", "metrics"):
+        assert key in summary
+    assert summary["model_name"] == MODEL_NAME and "roc_auc" in summary["metrics"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "candidate").version) == summary["model_version"]
+    assert (home / "prefect" / "prefect.db").exists()  # the runs stay inspectable in the Prefect UI
+
+
+def test_train_on_a_bad_batch_exits_1_quarantines_and_registers_nothing(tmp_path, reference_frame) -> None:
+    home = tmp_path / "home"
+    bad = tmp_path / "bad.csv"
+    reference_frame.assign(Potability=reference_frame["Potability"] * 3).to_csv(bad, index=False)
+    done = run_cli("train", "--data", str(bad), "--trials", "1", home=home)
+    assert done.returncode == 1
+    assert "nothing registered" in done.stderr and "expect_column_values_to_be_in_set [Potability]" in done.stderr
+    assert not bad.exists() and list((home / "quarantine").glob("*/bad.csv"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    assert client.search_registered_models() == []
+
+
+def test_train_on_a_missing_file_exits_1(tmp_path) -> None:
+    done = run_cli("train", "--data", str(tmp_path / "absent.csv"), home=tmp_path / "home")
+    assert done.returncode == 1 and "input file not found" in done.stderr
