@@ -44,18 +44,20 @@ def train(
     """Validate a batch, tune, evaluate and register a model; the last stdout line is a JSON summary."""
     home = _prepare_environment()
     with prefect_api(home) as server:
-        # Imported while the Prefect server starts: both take ~10 s, on different cores.
+        from potable.expectations import start_prevalidation
+        from potable.settings import BUNDLED_DATA, get_settings
+
+        data = data or str(BUNDLED_DATA)
+        start_prevalidation(data, get_settings())
+        # Imported while the Prefect server and the validation worker start: ~10 s each, on two cores.
         from flows.training import BatchRejected
         from flows.training import train as train_flow
-        from potable.settings import BUNDLED_DATA
         from tasks.data import BatchError
 
         if server is not None:
             server.wait_healthy()
         try:
-            summary = train_flow(
-                data=data or str(BUNDLED_DATA), trials=trials, seed=seed, show_progress=sys.stderr.isatty()
-            )
+            summary = train_flow(data=data, trials=trials, seed=seed, show_progress=sys.stderr.isatty())
         except (BatchRejected, BatchError) as exc:
             _fail(f"training stopped, nothing registered: {exc}")
     print(json.dumps(summary, sort_keys=True))

@@ -96,3 +96,37 @@ def test_quarantine_moves_the_batch_with_a_reason_file(reference_frame, write_cs
     assert moved.exists()
     reason = json.loads((moved.parent / "reason.json").read_text())
     assert reason["sha256"] == batch.sha256 and reason["failures"] == report.failures
+
+
+def test_worker_result_is_used_for_the_same_bytes(reference_frame, write_csv, settings, monkeypatch) -> None:
+    from potable import expectations
+
+    path = write_csv(reference_frame.assign(Turbidity=-2.0))
+    assert expectations.start_prevalidation(str(path), settings)
+
+    def no_in_process_run(*args, **kwargs):
+        raise AssertionError("validated in-process although a worker result was ready")
+
+    monkeypatch.setattr(expectations, "run_expectations", no_in_process_run)
+    report = validate_batch(fetch_batch(str(path), settings), settings)
+    assert not report.success and any("[Turbidity]" in f and "-2.0" in f for f in report.failures)
+
+
+def test_worker_result_is_ignored_when_the_bytes_changed(reference_frame, write_csv, settings) -> None:
+    from potable import expectations
+
+    path = write_csv(reference_frame)
+    assert expectations.start_prevalidation(str(path), settings)
+    reference_frame.assign(ph=20.0).to_csv(path, index=False)  # the batch changed after the worker started
+    report = validate_batch(fetch_batch(str(path), settings), settings)
+    assert not report.success and any("[ph]" in f for f in report.failures)
+    for stale in expectations._started.values():  # let the unused worker finish before the test ends
+        stale.result(timeout=300)
+    expectations._started.clear()
+
+
+def test_no_worker_for_s3_or_absent_files(settings, tmp_path) -> None:
+    from potable import expectations
+
+    assert not expectations.start_prevalidation("s3://bucket/key.csv", settings)
+    assert not expectations.start_prevalidation(str(tmp_path / "absent.csv"), settings)

@@ -1,0 +1,68 @@
+"""What a batch is, how it is hashed and parsed: plain Python, no Prefect, cheap to import.
+
+Kept free of heavy imports so a validation worker process can start fast (see potable/expectations.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+
+class BatchError(Exception):
+    """The batch cannot be used; the message says why in words a data steward can act on."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch fetched to local disk: where it came from, where it is now and what it hashes to."""
+
+    uri: str
+    path: Path
+    sha256: str
+
+    @property
+    def is_s3(self) -> bool:
+        return self.uri.startswith("s3://")
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    key = parsed.path.lstrip("/")
+    if parsed.scheme != "s3" or not parsed.netloc or not key:
+        raise BatchError(f"not an S3 object URI: {uri!r} (expected s3://bucket/key)")
+    return parsed.netloc, key
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_batch(path: Path) -> pd.DataFrame:
+    """Parse the CSV; anything that is not a readable, non-empty CSV becomes a BatchError."""
+    if path.stat().st_size == 0:
+        raise BatchError(f"{path.name} is empty (0 bytes): expected a CSV with a header row")
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            sample = fh.read(4096)
+        if "\x00" in sample:
+            raise BatchError(f"{path.name} is not a CSV text file (binary content)")
+        csv.Sniffer().sniff(sample, delimiters=",")
+        return pd.read_csv(path)
+    except UnicodeDecodeError as exc:
+        raise BatchError(f"{path.name} is not a UTF-8 CSV text file ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise BatchError(f"{path.name} is not a comma-separated CSV file ({exc})") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise BatchError(f"{path.name} has no columns: expected a CSV with a header row") from exc
+    except pd.errors.ParserError as exc:
+        raise BatchError(f"{path.name} is not a well-formed CSV: {exc}") from exc
