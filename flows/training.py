@@ -68,17 +68,20 @@ def publish_summary(summary: dict[str, Any], tuning: TuningResult, evaluation: E
 
 @flow(name="train", log_prints=True)
 def train(
-    data: str = str(BUNDLED_DATA),
+    data: str | None = None,
     trials: int | None = None,
     seed: int | None = None,
     show_progress: bool = False,
 ) -> dict[str, Any]:
-    """Train and register a water-potability model from one batch (local path or s3:// URI)."""
+    """Train and register a water-potability model from one batch (local path or s3:// URI).
+
+    `data` defaults to the bundled data set; `trials` and `seed` override configs/training.yaml.
+    """
     logger = get_run_logger()
     settings = get_settings()
     settings.ensure_dirs()
     config = training_config(settings, trials, seed)
-    batch = load_batch(data, settings)
+    batch = load_batch(data or str(BUNDLED_DATA), settings)
     report = validate_batch_task(batch, settings)
     if not report.success:
         raise BatchRejected(report, quarantine_batch_task(batch, report, settings))
