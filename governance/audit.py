@@ -1,0 +1,114 @@
+"""Hash-chained, append-only audit trail (JSONL).
+
+Each entry carries the SHA-256 of the previous entry (`prev_hash`) and its own `hash` over the
+canonical JSON of everything else, so editing, deleting, inserting or reordering any line breaks the
+chain at a line `verify` names. Appends take a file lock: concurrent writers (flows, CLI) never
+interleave or fork the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+GENESIS = "0" * 64
+SUBJECT_KEYS = ("data_sha256", "run_id", "model_version", "bento_tag", "image_digest", "slot", "study")
+
+
+def canonical(entry: dict[str, Any]) -> bytes:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of the entry without its own hash (prev_hash included)."""
+    return hashlib.sha256(canonical({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    entries: int
+    bad_line: int | None = None
+    reason: str = ""
+
+
+class AuditLog:
+    """The audit trail at `path` (default POTABLE_HOME/audit/audit.jsonl)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = FileLock(str(self.path) + ".lock", timeout=60)
+
+    def append(self, actor: str, action: str, subject: dict[str, Any], details: dict[str, Any] | None = None) -> dict:
+        unknown = set(subject) - set(SUBJECT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown audit subject keys {sorted(unknown)}; allowed: {SUBJECT_KEYS}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            entries = self._read_lines()
+            prev = json.loads(entries[-1])["hash"] if entries else GENESIS
+            entry = {
+                "seq": len(entries) + 1,
+                "timestamp": datetime.now(UTC).isoformat(timespec="microseconds"),
+                "actor": actor,
+                "action": action,
+                "subject": {k: str(v) for k, v in subject.items() if v is not None},
+                "details": details or {},
+                "prev_hash": prev,
+            }
+            entry["hash"] = entry_hash(entry)
+            with open(self.path, "ab") as fh:
+                fh.write(canonical(entry) + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        return entry
+
+    def _read_lines(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        return [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self._read_lines()]
+
+    def verify(self) -> Verdict:
+        """Walk the chain; the first line that does not fit is named (1-based line number)."""
+        prev = GENESIS
+        lines = self._read_lines()
+        for number, line in enumerate(lines, start=1):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                return Verdict(False, len(lines), number, "not valid JSON")
+            if not isinstance(entry, dict) or "hash" not in entry or "prev_hash" not in entry:
+                return Verdict(False, len(lines), number, "not an audit entry (hash or prev_hash missing)")
+            if entry_hash(entry) != entry["hash"]:
+                return Verdict(False, len(lines), number, "content does not match its hash (entry edited)")
+            if entry["prev_hash"] != prev:
+                return Verdict(
+                    False, len(lines), number,
+                    "prev_hash does not match the entry before it (an entry was deleted, inserted or reordered)",
+                )
+            if entry.get("seq") != number:
+                return Verdict(False, len(lines), number, f"sequence number {entry.get('seq')} where {number} belongs")
+            prev = entry["hash"]
+        return Verdict(True, len(lines))
+
+    def lineage(self, model_version: str) -> list[dict[str, Any]]:
+        """Entries that concern one model version, plus those of its data batch and training run."""
+        entries = self.entries()
+        mine = [e for e in entries if e["subject"].get("model_version") == str(model_version)]
+        keys = {(k, e["subject"][k]) for e in mine for k in ("data_sha256", "run_id", "study") if k in e["subject"]}
+        related = [e for e in entries if e in mine or any((k, v) in keys for k, v in e["subject"].items())]
+        return sorted(related, key=lambda e: e["seq"])
+
+
+def audit_log(settings) -> AuditLog:
+    return AuditLog(settings.home_dir / "audit" / "audit.jsonl")
