@@ -93,7 +93,9 @@ class AuditLog:
                 return Verdict(False, len(lines), number, "content does not match its hash (entry edited)")
             if entry["prev_hash"] != prev:
                 return Verdict(
-                    False, len(lines), number,
+                    False,
+                    len(lines),
+                    number,
                     "prev_hash does not match the entry before it (an entry was deleted, inserted or reordered)",
                 )
             if entry.get("seq") != number:

@@ -28,14 +28,14 @@ def build_model_card(facts: dict[str, Any]) -> str:
     """The card as Markdown; `facts` holds what the run measured (see tasks/governance.py)."""
     m = facts["metrics"]
     cm = f"TN {m['tn']:.0f}, FP {m['fp']:.0f} (not potable called potable), FN {m['fn']:.0f}, TP {m['tp']:.0f}"
-    return f"""# Model card: {facts['model_name']} v{facts['model_version']}
+    return f"""# Model card: {facts["model_name"]} v{facts["model_version"]}
 
 ## Model details
-- Family: **{facts['model_family']}**, parameters `{facts['params']}`; one scikit-learn Pipeline
-  (imputation{' and scaling' if facts['scaled'] else ''} inside), trained {facts['trained_at']} from commit `{facts['git_commit']}`.
-- Selected by Optuna study `{facts['optuna_study']}` on stratified CV ROC-AUC of the train split ({facts['cv_roc_auc']:.4f}).
-- Decision threshold {facts['threshold']:.4f}, chosen on out-of-fold train predictions by rule `{facts['threshold_rule']}`.
-- MLflow run `{facts['run_id']}`; licence of the training data: CC0.
+- Family: **{facts["model_family"]}**, parameters `{facts["params"]}`; one scikit-learn Pipeline
+  (imputation{" and scaling" if facts["scaled"] else ""} inside), trained {facts["trained_at"]} from commit `{facts["git_commit"]}`.
+- Selected by Optuna study `{facts["optuna_study"]}` on stratified CV ROC-AUC of the train split ({facts["cv_roc_auc"]:.4f}).
+- Decision threshold {facts["threshold"]:.4f}, chosen on out-of-fold train predictions by rule `{facts["threshold_rule"]}`.
+- MLflow run `{facts["run_id"]}`; licence of the training data: CC0.
 
 ## Intended use
 - Screening of routine laboratory measurements of drinking-water samples (the nine features below) to
@@ -57,18 +57,18 @@ error). Confusion matrix: {cm}.
 {_metrics_table(m)}
 
 ## Evaluation data
-Stratified hold-out split ({facts['test_rows']} rows, {facts['test_positive_share']:.1%} potable) of batch
-`{facts['data_uri']}` (sha256 `{facts['data_sha256']}`), used once after tuning.
+Stratified hold-out split ({facts["test_rows"]} rows, {facts["test_positive_share"]:.1%} potable) of batch
+`{facts["data_uri"]}` (sha256 `{facts["data_sha256"]}`), used once after tuning.
 
 ## Training data
-{facts['train_rows']} rows of the same batch ({facts['train_positive_share']:.1%} potable), validated by the
-Great Expectations suite ({facts['validation_summary']}).
+{facts["train_rows"]} rows of the same batch ({facts["train_positive_share"]:.1%} potable), validated by the
+Great Expectations suite ({facts["validation_summary"]}).
 
 ## Quantitative analyses
-Per-slice results on the test split (slices under {facts['min_support']} samples are reported, not judged).
-Largest ROC-AUC gap between judged slices of one factor: {facts['slice_gap']:.4f}.
+Per-slice results on the test split (slices under {facts["min_support"]} samples are reported, not judged).
+Largest ROC-AUC gap between judged slices of one factor: {facts["slice_gap"]:.4f}.
 
-{facts['slice_table']}
+{facts["slice_table"]}
 
 ## Ethical considerations
 A false "potable" verdict can expose people to unsafe water; the threshold favours fewer such errors at
@@ -86,6 +86,8 @@ evidence.
 
 def model_card_html(card_markdown: str, title: str) -> str:
     body = md.markdown(card_markdown, extensions=["tables"])
-    style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;line-height:1.45}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .5rem}")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;line-height:1.45}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .5rem}"
+    )
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head><body>{body}</body></html>"

@@ -40,8 +40,10 @@ class PolicyReport:
         return {"passed": self.passed, "rules": [asdict(r) for r in self.results]}
 
     def markdown(self) -> str:
-        rows = [f"| {r.name} | {_fmt(r.measured)} | {r.op} {_fmt(r.limit)} | {'pass' if r.passed else '**FAIL**'} |"
-                for r in self.results]
+        rows = [
+            f"| {r.name} | {_fmt(r.measured)} | {r.op} {_fmt(r.limit)} | {'pass' if r.passed else '**FAIL**'} |"
+            for r in self.results
+        ]
         head = f"**Policy gate: {'PASSED' if self.passed else 'FAILED'}**\n\n| rule | measured | limit | result |\n|---|---|---|---|"
         return "\n".join([head, *rows])
 

@@ -37,15 +37,22 @@ class SliceReport:
         return float(gaps.max()) if len(gaps) else 0.0
 
     def markdown(self) -> str:
-        lines = ["| dimension | slice | support | ROC-AUC | recall | false-potable rate | judged |", "|---|---|---|---|---|---|---|"]
+        lines = [
+            "| dimension | slice | support | ROC-AUC | recall | false-potable rate | judged |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in self.table.itertuples(index=False):
             judged = "yes" if row.judged else f"no (< {self.min_support} samples)"
-            lines.append(f"| {row.dimension} | {row.slice} | {row.support} | {row.roc_auc:.3f} | {row.recall:.3f} | "
-                         f"{row.false_potable_rate:.3f} | {judged} |")
+            lines.append(
+                f"| {row.dimension} | {row.slice} | {row.support} | {row.roc_auc:.3f} | {row.recall:.3f} | "
+                f"{row.false_potable_rate:.3f} | {judged} |"
+            )
         return "\n".join(lines)
 
 
-def assess_slices(X: pd.DataFrame, y: np.ndarray, proba: np.ndarray, threshold: float, config: dict[str, Any]) -> SliceReport:
+def assess_slices(
+    X: pd.DataFrame, y: np.ndarray, proba: np.ndarray, threshold: float, config: dict[str, Any]
+) -> SliceReport:
     """Per-slice ROC-AUC, recall, false-potable rate and support for every configured dimension."""
     y = np.asarray(y)
     pred = (np.asarray(proba) >= threshold).astype(int)
@@ -60,16 +67,22 @@ def assess_slices(X: pd.DataFrame, y: np.ndarray, proba: np.ndarray, threshold: 
     frames = []
     for dimension, spec in config["dimensions"].items():
         groups = slice_labels(X, spec).to_numpy()
-        by_label = MetricFrame(metrics={"recall": recall, "false_potable_rate": false_potable,
-                                        "support": lambda t, p: len(t)},
-                               y_true=y, y_pred=pred, sensitive_features=groups).by_group
-        by_score = MetricFrame(metrics={"roc_auc": _roc_auc}, y_true=y, y_pred=np.asarray(proba),
-                               sensitive_features=groups).by_group
+        by_label = MetricFrame(
+            metrics={"recall": recall, "false_potable_rate": false_potable, "support": lambda t, p: len(t)},
+            y_true=y,
+            y_pred=pred,
+            sensitive_features=groups,
+        ).by_group
+        by_score = MetricFrame(
+            metrics={"roc_auc": _roc_auc}, y_true=y, y_pred=np.asarray(proba), sensitive_features=groups
+        ).by_group
         frame = by_label.join(by_score).reset_index(names="slice")
         frame.insert(0, "dimension", dimension)
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
     table["support"] = table["support"].astype(int)
     table["judged"] = table["support"] >= config["min_support"]
-    return SliceReport(table[["dimension", "slice", "support", "roc_auc", "recall", "false_potable_rate", "judged"]],
-                       config["min_support"])
+    return SliceReport(
+        table[["dimension", "slice", "support", "roc_auc", "recall", "false_potable_rate", "judged"]],
+        config["min_support"],
+    )
