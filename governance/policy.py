@@ -44,7 +44,8 @@ class PolicyReport:
             f"| {r.name} | {_fmt(r.measured)} | {r.op} {_fmt(r.limit)} | {'pass' if r.passed else '**FAIL**'} |"
             for r in self.results
         ]
-        head = f"**Policy gate: {'PASSED' if self.passed else 'FAILED'}**\n\n| rule | measured | limit | result |\n|---|---|---|---|"
+        verdict = "PASSED" if self.passed else "FAILED"
+        head = f"**Policy gate: {verdict}**\n\n| rule | measured | limit | result |\n|---|---|---|---|"
         return "\n".join([head, *rows])
 
 
