@@ -32,9 +32,12 @@ def build_model_card(facts: dict[str, Any]) -> str:
 
 ## Model details
 - Family: **{facts["model_family"]}**, parameters `{facts["params"]}`; one scikit-learn Pipeline
-  (imputation{" and scaling" if facts["scaled"] else ""} inside), trained {facts["trained_at"]} from commit `{facts["git_commit"]}`.
-- Selected by Optuna study `{facts["optuna_study"]}` on stratified CV ROC-AUC of the train split ({facts["cv_roc_auc"]:.4f}).
-- Decision threshold {facts["threshold"]:.4f}, chosen on out-of-fold train predictions by rule `{facts["threshold_rule"]}`.
+  (imputation{" and scaling" if facts["scaled"] else ""} inside), trained {facts["trained_at"]}
+  from commit `{facts["git_commit"]}`.
+- Selected by Optuna study `{facts["optuna_study"]}` on stratified CV ROC-AUC of the train split
+  ({facts["cv_roc_auc"]:.4f}).
+- Decision threshold {facts["threshold"]:.4f}, chosen on out-of-fold train predictions by rule
+  `{facts["threshold_rule"]}`.
 - MLflow run `{facts["run_id"]}`; licence of the training data: CC0.
 
 ## Intended use
