@@ -11,9 +11,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from governance.audit import audit_log
 from potable.settings import BUNDLED_DATA, MODEL_NAME, Settings, get_settings, load_config
 from tasks.data import load_batch, read_batch, split_batch_task
 from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
+from tasks.governance import govern_task
 from tasks.registry import git_commit, register_model_task, setup_mlflow, version_tags
 from tasks.tuning import TuningResult, refit_best, tune_models
 from tasks.validation import ValidationReport, quarantine_batch_task, validate_batch_task
@@ -83,8 +85,22 @@ def train(
     config = training_config(settings, trials, seed)
     batch = load_batch(data or str(BUNDLED_DATA), settings)
     report = validate_batch_task(batch, settings)
+    audit = audit_log(settings)
     if not report.success:
-        raise BatchRejected(report, quarantine_batch_task(batch, report, settings))
+        where = quarantine_batch_task(batch, report, settings)
+        audit.append(
+            "train-flow",
+            "batch_rejected",
+            {"data_sha256": batch.sha256},
+            {"source": batch.uri, "quarantined_to": where, "failures": report.failures},
+        )
+        raise BatchRejected(report, where)
+    audit.append(
+        "train-flow",
+        "batch_validated",
+        {"data_sha256": batch.sha256},
+        {"source": batch.uri, "rows": report.rows, "data_docs": str(report.data_docs)},
+    )
     logger.info(report.summary())
     parts = split_batch_task(read_batch(batch.path), config["test_size"], config["seed"])
 
@@ -138,6 +154,47 @@ def train(
             {"model_family": tuning.best_family, "cv_roc_auc": f"{tuning.best_value:.6f}"},
         )
         registered = register_model_task(model, parts.X_train, tags, config)
+    audit.append(
+        "train-flow",
+        "model_registered",
+        {
+            "data_sha256": batch.sha256,
+            "run_id": registered.run_id,
+            "model_version": registered.version,
+            "study": study_name,
+        },
+        {
+            "alias": "candidate",
+            "family": tuning.best_family,
+            "threshold": threshold,
+            "test_roc_auc": evaluation.metrics["roc_auc"],
+        },
+    )
+
+    run_facts = {
+        "model_name": registered.name,
+        "model_version": registered.version,
+        "model_family": tuning.best_family,
+        "params": tuning.params_for_logging(),
+        "git_commit": tags["git_commit"],
+        "optuna_study": study_name,
+        "cv_roc_auc": tuning.best_value,
+        "threshold": threshold,
+        "threshold_rule": config["threshold"]["strategy"],
+        "run_id": registered.run_id,
+        "metrics": evaluation.metrics,
+        "data_uri": batch.uri,
+        "data_sha256": batch.sha256,
+        "validation_summary": report.summary(),
+        "validated": report.success,
+        "y_train": parts.y_train.to_numpy(),
+        "y_test": parts.y_test.to_numpy(),
+    }
+    verdict = govern_task(model, registered, parts.X_test, parts.y_test, run_facts, settings)
+    if verdict.passed:
+        logger.info("v%s passed the policy gate; promotion to champion needs approval", registered.version)
+    else:
+        logger.warning("v%s failed the policy gate, stays a candidate: %s", registered.version, verdict.reasons())
 
     summary = {
         "model_name": registered.name,
@@ -152,6 +209,13 @@ def train(
         "cv_roc_auc": round(tuning.best_value, 6),
         "threshold": round(threshold, 6),
         "metrics": {k: round(v, 6) for k, v in evaluation.metrics.items()},
+        "gate_passed": verdict.passed,
+        "gate_failures": verdict.reasons(),
+        "model_card": str(verdict.model_card),
     }
     publish_summary(summary, tuning, evaluation)
+    if verdict.passed and settings.auto_approve:
+        from flows.promotion import promote
+
+        summary["promotion"] = promote(version=registered.version)
     return summary

@@ -94,6 +94,104 @@ def validate(
     _fail("\n".join(lines))
 
 
+@app.command()
+def promote(version: Annotated[str, typer.Option(help="Model version that passed the policy gate")]) -> None:
+    """Ask for approval of a version and, once approved, make it the champion (waits for the approver)."""
+    home = _prepare_environment()
+    with prefect_api(home) as server:
+        from flows.promotion import PromotionRefused
+        from flows.promotion import promote as promote_flow
+
+        if server is not None:
+            server.wait_healthy()
+            typer.echo(f"Prefect API for this promotion: {server.api_url}", err=True)
+        try:
+            outcome = promote_flow(version=version)
+        except PromotionRefused as exc:
+            _fail(str(exc))
+    print(json.dumps(outcome, sort_keys=True))
+
+
+@app.command()
+def approve(
+    version: Annotated[str, typer.Option(help="Model version whose promotion waits for approval")],
+    approver: Annotated[str, typer.Option(help="Your name, as it should appear in the audit trail")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve")] = False,
+    comment: Annotated[str, typer.Option(help="Why; kept in the audit trail")] = "",
+) -> None:
+    """Answer a waiting promotion (the same form the Prefect UI shows on the paused `promote` run)."""
+    home = _prepare_environment()
+    from potable.prefect_api import running_api_url
+
+    api = running_api_url(home)
+    if not api:
+        _fail("no Prefect API to answer: set PREFECT_API_URL, or run this while `potable promote` is waiting")
+    os.environ["PREFECT_API_URL"] = api
+    from potable.approvals import answer_promotion
+
+    try:
+        run_id = answer_promotion(version, approver, "reject" if reject else "approve", comment)
+    except LookupError as exc:
+        _fail(str(exc))
+    typer.echo(f"{'rejected' if reject else 'approved'} v{version} (flow run {run_id})")
+
+
+audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    path: Annotated[Path | None, typer.Option(help="Audit file; default POTABLE_HOME/audit")] = None,
+) -> None:
+    """Check the chain; exit 1 naming the first line that was edited, deleted, inserted or reordered."""
+    from governance.audit import AuditLog, audit_log
+    from potable.settings import get_settings
+
+    log = AuditLog(path) if path else audit_log(get_settings())
+    if not log.path.exists():
+        _fail(f"no audit trail at {log.path}")
+    verdict = log.verify()
+    if not verdict.ok:
+        _fail(f"audit trail {log.path} is broken at line {verdict.bad_line}: {verdict.reason}")
+    typer.echo(f"audit trail {log.path} intact: {verdict.entries} entries")
+
+
+@audit_app.command("lineage")
+def audit_lineage(version: Annotated[str, typer.Option(help="Model version")]) -> None:
+    """Print the chain of a model version: data → validation → study → run → version → gate → approval."""
+    from governance.audit import audit_log
+    from potable.settings import get_settings
+
+    entries = audit_log(get_settings()).lineage(version)
+    if not entries:
+        _fail(f"no audit entries for model version {version}")
+    for e in entries:
+        subject = ", ".join(f"{k}={v[:12] if k == 'data_sha256' else v}" for k, v in e["subject"].items())
+        typer.echo(f"{e['timestamp']}  {e['action']:<20} {subject}  by {e['actor']}")
+
+
+governance_app = typer.Typer(help="Governance reports.", no_args_is_help=True)
+app.add_typer(governance_app, name="governance")
+
+
+@governance_app.command("report")
+def governance_report(
+    version: Annotated[str, typer.Option(help="Model version")],
+    out: Annotated[Path | None, typer.Option(help="HTML file; default POTABLE_HOME/reports/governance_vN.html")] = None,
+) -> None:
+    """One HTML page: model card, policy results, slice table and audit lineage of a version."""
+    _prepare_environment()
+    from governance.report import write_governance_report
+    from potable.settings import get_settings
+
+    try:
+        path = write_governance_report(version, get_settings(), out)
+    except LookupError as exc:
+        _fail(str(exc))
+    typer.echo(str(path))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

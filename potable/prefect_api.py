@@ -106,12 +106,30 @@ def prefect_api(home: Path) -> Iterator[PrefectServer | None]:
         return
     server = PrefectServer(home / "prefect", home / "logs" / "prefect-api.log")
     os.environ["PREFECT_API_URL"] = server.api_url
+    # Other potable commands (e.g. `potable approve` answering a waiting promotion) find the API here.
+    url_file = api_url_file(home)
+    url_file.parent.mkdir(parents=True, exist_ok=True)
+    url_file.write_text(server.api_url, encoding="utf-8")
     try:
         yield server
     finally:
         _drain_prefect_clients()
         os.environ.pop("PREFECT_API_URL", None)
+        if url_file.exists() and url_file.read_text(encoding="utf-8") == server.api_url:
+            url_file.unlink()
         server.stop()
+
+
+def api_url_file(home: Path) -> Path:
+    return home / "run" / "prefect-api.url"
+
+
+def running_api_url(home: Path) -> str | None:
+    """PREFECT_API_URL, else the private server of a potable command running on this POTABLE_HOME."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    path = api_url_file(home)
+    return path.read_text(encoding="utf-8").strip() if path.exists() else None
 
 
 def _drain_prefect_clients() -> None:

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     quarantine_prefix: str = Field(default="quarantine/", description="S3 prefix that bad batches move to.")
     training_config: Path = Field(default=CONFIG_DIR / "training.yaml")
     validation_config: Path = Field(default=CONFIG_DIR / "validation.yaml")
+    policy_config: Path = Field(default=CONFIG_DIR / "policy.yaml")
+    auto_approve: bool = Field(
+        default=False, description="Dev only: approve promotions without an approver (audited as such)."
+    )
     git_commit: str | None = Field(default=None, description="Overrides `git rev-parse HEAD` (CI, images).")
 
     @property

@@ -1,0 +1,115 @@
+"""The `promote` flow: a version that passed the policy gate waits for an approver, then becomes champion.
+
+The wait is Prefect's `pause_flow_run(wait_for_input=ApprovalInput)`: the Prefect UI shows it as a form
+on the paused run, and `potable approve` answers the same request from the CLI (`resume_flow_run`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+from governance.audit import audit_log
+from potable.settings import MODEL_NAME, get_settings, load_config
+from tasks.registry import CHAMPION_ALIAS, setup_mlflow
+
+PROMOTE_FLOW = "promote"
+
+
+class PromotionRefused(Exception):
+    """The version may not be promoted (unknown, or it did not pass the policy gate)."""
+
+
+class ApprovalInput(RunInput):
+    """The approval form: who decides, what, and why."""
+
+    approver: str = Field(min_length=1, description="Name of the person taking the decision")
+    decision: Literal["approve", "reject"] = Field(description="Promote this version to champion, or not")
+    comment: str = Field(default="", description="Why (kept in the audit trail)")
+
+
+def current_champion(client: MlflowClient) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS).version)
+    except MlflowException:
+        return None
+
+
+def check_promotable(client: MlflowClient, version: str) -> None:
+    try:
+        tags = client.get_model_version(MODEL_NAME, version).tags
+    except MlflowException as exc:
+        raise PromotionRefused(f"{MODEL_NAME} v{version} does not exist") from exc
+    if tags.get("gate_passed") != "true":
+        failed = tags.get("gate_failed_rules", "no governance verdict recorded")
+        raise PromotionRefused(f"{MODEL_NAME} v{version} did not pass the policy gate ({failed}); not promoted")
+
+
+@flow(name=PROMOTE_FLOW, log_prints=True)
+def promote(version: str) -> dict[str, Any]:
+    """Wait for an approval of `version`, then move alias `champion` to it (or leave aliases untouched)."""
+    logger = get_run_logger()
+    settings = get_settings()
+    setup_mlflow(settings)
+    client = MlflowClient()
+    version = str(version)
+    check_promotable(client, version)
+    audit = audit_log(settings)
+    if settings.auto_approve:
+        approval = ApprovalInput(
+            approver="auto-approve (POTABLE_AUTO_APPROVE, dev setting)",
+            decision="approve",
+            comment="approved without a person: development setting",
+        )
+    else:
+        logger.info(
+            "v%s waits for approval: answer the form on this run in the Prefect UI, or run "
+            "`potable approve --version %s --approver NAME [--reject]`",
+            version,
+            version,
+        )
+        timeout = int(load_config(settings.policy_config)["approval"]["timeout_seconds"])
+        approval = pause_flow_run(
+            wait_for_input=ApprovalInput, timeout=timeout, poll_interval=2, key=f"approval-v{version}"
+        )
+    subject = {"model_version": version}
+    details = {"approver": approval.approver, "comment": approval.comment}
+    if approval.decision == "reject":
+        audit.append(approval.approver, "promotion_rejected", subject, details)
+        client.set_model_version_tag(MODEL_NAME, version, "approval", f"rejected by {approval.approver}")
+        return {
+            "version": version,
+            "decision": "reject",
+            "approver": approval.approver,
+            "champion": current_champion(client),
+        }
+    previous = current_champion(client)
+    audit.append(approval.approver, "promotion_approved", subject, details)
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, version)
+    client.set_model_version_tag(MODEL_NAME, version, "approval", f"approved by {approval.approver}")
+    audit.append(
+        approval.approver,
+        "alias_moved",
+        subject,
+        {"alias": CHAMPION_ALIAS, "from_version": previous, "to_version": version},
+    )
+    create_markdown_artifact(
+        key="promotion",
+        markdown=f"## v{version} is champion\n\nApproved by "
+        f"**{approval.approver}** ({approval.comment or 'no comment'}); previous champion: "
+        f"{'v' + previous if previous else 'none'}.",
+    )
+    return {
+        "version": version,
+        "decision": "approve",
+        "approver": approval.approver,
+        "champion": version,
+        "previous_champion": previous,
+    }

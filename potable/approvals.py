@@ -1,0 +1,40 @@
+"""Answering a waiting promotion from the CLI: find the paused `promote` run, resume it with the input."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.flow_runs import resume_flow_run
+
+from flows.promotion import PROMOTE_FLOW, ApprovalInput
+
+
+def waiting_promotion(version: str) -> UUID:
+    """The paused `promote` run of this version (the newest one if several wait)."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[PROMOTE_FLOW])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+            ),
+        )
+    waiting = [r for r in runs if str(r.parameters.get("version")) == str(version)]
+    if not waiting:
+        raise LookupError(f"no promotion of v{version} is waiting for approval")
+    return max(waiting, key=lambda r: r.created).id
+
+
+def answer_promotion(version: str, approver: str, decision: str, comment: str = "") -> UUID:
+    answer = ApprovalInput(approver=approver, decision=decision, comment=comment)  # validated before sending
+    run_id = waiting_promotion(version)
+    resume_flow_run(run_id, run_input=answer.model_dump())
+    return run_id

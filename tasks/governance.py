@@ -1,0 +1,200 @@
+"""The `govern` stage: slices, champion vs challenger, model card, policy gate, audit — for one version."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from sklearn.pipeline import Pipeline
+
+from governance.audit import audit_log
+from governance.champion import Comparison, compare_with_champion
+from governance.model_card import build_model_card, model_card_html
+from governance.policy import PolicyReport, evaluate_policy
+from governance.slices import SliceReport, assess_slices
+from potable.settings import MODEL_NAME, Settings, load_config
+from tasks.evaluation import classification_metrics
+from tasks.registry import CHAMPION_ALIAS, RegisteredVersion
+
+
+@dataclass
+class GovernanceVerdict:
+    version: str
+    policy: PolicyReport
+    slices: SliceReport
+    comparison: Comparison
+    model_card: Path
+
+    @property
+    def passed(self) -> bool:
+        return self.policy.passed and self.comparison.passed
+
+    def reasons(self) -> list[str]:
+        lines = [r.line() for r in self.policy.failed]
+        if not self.comparison.passed:
+            lines.append(f"FAIL champion comparison: {self.comparison.reason}")
+        return lines
+
+
+def champion_score(client: MlflowClient, X: pd.DataFrame, y: np.ndarray, metric: str, exclude: str):
+    """The current champion's version and primary metric on these rows (None, None when there is none)."""
+    try:
+        champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+    except MlflowException:
+        return None, None
+    if str(champion.version) == str(exclude):
+        return None, None
+    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{champion.version}")
+    threshold = float(champion.tags.get("threshold", 0.5))
+    proba = model.predict_proba(X)[:, 1]
+    return str(champion.version), float(classification_metrics(y, proba, threshold)[metric])
+
+
+def card_facts(run: dict[str, Any], slices: SliceReport, min_support: int) -> dict[str, Any]:
+    """Everything the model card states, taken from the run (see flows/training.py)."""
+    y_train, y_test = run["y_train"], run["y_test"]
+    return {
+        **{
+            k: run[k]
+            for k in (
+                "model_name",
+                "model_version",
+                "model_family",
+                "params",
+                "git_commit",
+                "optuna_study",
+                "cv_roc_auc",
+                "threshold",
+                "threshold_rule",
+                "run_id",
+                "metrics",
+                "data_uri",
+                "data_sha256",
+                "validation_summary",
+            )
+        },
+        "scaled": run["model_family"] in ("svc", "logistic_regression", "soft_vote"),
+        "trained_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "train_rows": len(y_train),
+        "test_rows": len(y_test),
+        "train_positive_share": float(np.mean(y_train)),
+        "test_positive_share": float(np.mean(y_test)),
+        "slice_gap": slices.gap(),
+        "slice_table": slices.markdown(),
+        "min_support": min_support,
+    }
+
+
+def write_model_card(facts: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    card = build_model_card(facts)
+    path = out_dir / f"model_card_v{facts['model_version']}.md"
+    path.write_text(card, encoding="utf-8")
+    path.with_suffix(".html").write_text(model_card_html(card, f"{MODEL_NAME} v{facts['model_version']}"), "utf-8")
+    return path
+
+
+def govern(
+    model: Pipeline,
+    registered: RegisteredVersion,
+    X_test: pd.DataFrame,
+    y_test: pd.Series,
+    run: dict[str, Any],
+    settings: Settings,
+) -> GovernanceVerdict:
+    """Assess one registered version against the policy; record the verdict on the version and in the audit."""
+    policy = load_config(settings.policy_config)
+    y = y_test.to_numpy()
+    proba = model.predict_proba(X_test)[:, 1]
+    slices = assess_slices(X_test, y, proba, run["threshold"], policy["slices"])
+
+    client = MlflowClient()
+    metric = policy["primary_metric"]
+    champ_version, champ_value = champion_score(client, X_test, y, metric, registered.version)
+    comparison = compare_with_champion(
+        metric, policy["champion_margin"], registered.version, run["metrics"][metric], champ_version, champ_value
+    )
+
+    card = write_model_card(
+        card_facts(run, slices, policy["slices"]["min_support"]), settings.reports_dir / "model_cards"
+    )
+    measured = {
+        **run["metrics"],
+        "slice_roc_auc_gap": slices.gap(),
+        "data_validation_passed": run["validated"],
+        "model_card_present": card.exists() and card.stat().st_size > 0,
+    }
+    verdict = GovernanceVerdict(registered.version, evaluate_policy(policy, measured), slices, comparison, card)
+    record_verdict(verdict, registered, client, run, settings)
+    return verdict
+
+
+def record_verdict(
+    verdict: GovernanceVerdict,
+    registered: RegisteredVersion,
+    client: MlflowClient,
+    run: dict[str, Any],
+    settings: Settings,
+) -> None:
+    """The verdict travels with the version (tags + artifacts), the run page (Prefect) and the audit trail."""
+    report = {
+        "version": verdict.version,
+        "passed": verdict.passed,
+        "policy": verdict.policy.as_dict(),
+        "champion_comparison": verdict.comparison.as_dict(),
+        "slices": verdict.slices.table.to_dict("records"),
+    }
+    with mlflow.start_run(run_id=registered.run_id):
+        mlflow.log_text(json.dumps(report, indent=2, default=str), "governance/verdict.json")
+        mlflow.log_artifact(str(verdict.model_card), "governance")
+        mlflow.log_artifact(str(verdict.model_card.with_suffix(".html")), "governance")
+    tags = {
+        "gate_passed": str(verdict.passed).lower(),
+        "gate_failed_rules": ",".join(r.name for r in verdict.policy.failed) or "none",
+        "champion_comparison": verdict.comparison.reason,
+        "slice_roc_auc_gap": f"{verdict.slices.gap():.6f}",
+        "model_card": f"runs:/{registered.run_id}/governance/{verdict.model_card.name}",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(MODEL_NAME, registered.version, key, value)
+    audit_log(settings).append(
+        actor="train-flow",
+        action="gate_passed" if verdict.passed else "gate_failed",
+        subject={"model_version": registered.version, "run_id": registered.run_id, "data_sha256": run["data_sha256"]},
+        details={"failed": verdict.reasons(), "comparison": verdict.comparison.reason},
+    )
+    create_markdown_artifact(
+        key="governance-verdict",
+        markdown=f"## Governance v{verdict.version}: {'PASSED' if verdict.passed else 'FAILED'}\n\n"
+        f"{verdict.policy.markdown()}\n\n**Champion vs challenger:** {verdict.comparison.reason} "
+        f"({'pass' if verdict.comparison.passed else 'FAIL'})\n\n### Slices\n\n{verdict.slices.markdown()}",
+        description="Policy gate, champion comparison and slice assessment",
+    )
+    create_markdown_artifact(
+        key="model-card",
+        markdown=verdict.model_card.read_text(encoding="utf-8"),
+        description=f"Model card of {MODEL_NAME} v{verdict.version}",
+    )
+
+
+@task(name="govern-version", cache_policy=NO_CACHE)
+def govern_task(
+    model: Pipeline,
+    registered: RegisteredVersion,
+    X_test: pd.DataFrame,
+    y_test: pd.Series,
+    run: dict[str, Any],
+    settings: Settings,
+) -> GovernanceVerdict:
+    return govern(model, registered, X_test, y_test, run, settings)
