@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +33,7 @@ class BatchRejected(Exception):
 
 def training_config(settings: Settings, trials: int | None, seed: int | None) -> dict[str, Any]:
     """The YAML training config with this run's overrides applied (never mutating the cached copy)."""
-    config = copy.deepcopy(load_config(settings.training_config))
+    config = load_config(settings.training_config)
     if trials is not None:
         if trials < 1:
             raise ValueError("--trials must be at least 1")

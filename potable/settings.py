@@ -6,6 +6,7 @@ this module only says where things are and which services to talk to.
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -108,5 +109,5 @@ def _load_yaml(path: str, mtime: float) -> dict[str, Any]:
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    """Load a YAML config; cached per file version so repeated stages do not re-read it."""
-    return _load_yaml(str(path), path.stat().st_mtime)
+    """Load a YAML config; cached per file version, handed out as a copy so no caller can alter the cache."""
+    return copy.deepcopy(_load_yaml(str(path), path.stat().st_mtime))

@@ -44,3 +44,11 @@ def test_training_config_overrides_do_not_leak(settings) -> None:
 def test_zero_trials_is_refused(settings) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         training_config(settings, trials=0, seed=None)
+
+
+def test_config_copies_cannot_alter_the_cache(settings) -> None:
+    from potable.settings import load_config
+
+    first = load_config(settings.policy_config)
+    first["rules"][0]["limit"] = 0.99
+    assert load_config(settings.policy_config)["rules"][0]["limit"] != 0.99
