@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,46 @@ def test_train_on_a_bad_batch_exits_1_quarantines_and_registers_nothing(tmp_path
 def test_train_on_a_missing_file_exits_1(tmp_path) -> None:
     done = run_cli("train", "--data", str(tmp_path / "absent.csv"), home=tmp_path / "home")
     assert done.returncode == 1 and "input file not found" in done.stderr
+
+
+def test_promote_waits_for_potable_approve_then_reports(tmp_path) -> None:
+    home = tmp_path / "home"
+    trained = run_cli("train", "--trials", "1", home=home)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    version = json.loads(trained.stdout.strip().splitlines()[-1])["model_version"]
+
+    env = {**os.environ, "POTABLE_HOME": str(home)}
+    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "PREFECT_HOME"):
+        env.pop(name, None)
+    waiting = subprocess.Popen(
+        [POTABLE, "promote", "--version", version],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        answered = None
+        for _ in range(120):  # until the promotion is paused and waiting
+            answered = run_cli("approve", "--version", version, "--approver", "carol", "--comment", "ok", home=home)
+            if answered.returncode == 0:
+                break
+            time.sleep(1)
+        assert answered.returncode == 0, answered.stderr
+        out, err = waiting.communicate(timeout=180)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert waiting.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["champion"] == version
+
+    lineage = run_cli("audit", "lineage", "--version", version, home=home)
+    assert lineage.returncode == 0
+    for action in ("batch_validated", "model_registered", "gate_passed", "promotion_approved", "alias_moved"):
+        assert action in lineage.stdout
+    assert "carol" in lineage.stdout
+    assert run_cli("audit", "verify", home=home).returncode == 0
+    report = run_cli("governance", "report", "--version", version, home=home)
+    assert report.returncode == 0 and Path(report.stdout.strip()).read_text().startswith("<!doctype html>")
