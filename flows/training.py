@@ -15,6 +15,7 @@ from potable.settings import BUNDLED_DATA, MODEL_NAME, Settings, get_settings, l
 from tasks.data import load_batch, read_batch, split_batch_task
 from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
 from tasks.governance import govern_task
+from tasks.packaging import package_task
 from tasks.registry import git_commit, register_model_task, setup_mlflow, version_tags
 from tasks.tuning import TuningResult, refit_best, tune_models
 from tasks.validation import ValidationReport, quarantine_batch_task, validate_batch_task
@@ -190,8 +191,14 @@ def train(
         "y_test": parts.y_test.to_numpy(),
     }
     verdict = govern_task(model, registered, parts.X_test, parts.y_test, run_facts, settings)
-    if verdict.passed:
-        logger.info("v%s passed the policy gate; promotion to champion needs approval", registered.version)
+    packaged = None
+    if verdict.passed:  # only governed versions become deployable artifacts
+        packaged = package_task(registered.version, settings)
+        logger.info(
+            "v%s passed the policy gate, packaged as %s; promotion to champion needs approval",
+            registered.version,
+            packaged.bento_tag,
+        )
     else:
         logger.warning("v%s failed the policy gate, stays a candidate: %s", registered.version, verdict.reasons())
 
@@ -211,6 +218,7 @@ def train(
         "gate_passed": verdict.passed,
         "gate_failures": verdict.reasons(),
         "model_card": str(verdict.model_card),
+        "bento_tag": packaged.bento_tag if packaged else None,
     }
     publish_summary(summary, tuning, evaluation)
     if verdict.passed and settings.auto_approve:

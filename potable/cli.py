@@ -136,6 +136,43 @@ def approve(
     typer.echo(f"{'rejected' if reject else 'approved'} v{version} (flow run {run_id})")
 
 
+@app.command()
+def package(version: Annotated[str, typer.Option(help="Model version that passed the policy gate")]) -> None:
+    """Build a Bento for a governed model version (refused for versions that failed the gate)."""
+    _prepare_environment()
+    from potable.settings import get_settings
+    from tasks.packaging import PackagingRefused, package_version
+
+    try:
+        packaged = package_version(version, get_settings(), actor="cli")
+    except PackagingRefused as exc:
+        _fail(str(exc))
+    print(
+        json.dumps(
+            {"model_version": packaged.version, "model_tag": packaged.model_tag, "bento_tag": packaged.bento_tag}
+        )
+    )
+
+
+@app.command()
+def serve(
+    alias: Annotated[str, typer.Option(help="Serve the version behind this alias")] = "champion",
+    version: Annotated[str | None, typer.Option(help="Serve this version instead of an alias")] = None,
+    port: Annotated[int, typer.Option(help="HTTP port")] = 3000,
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+) -> None:
+    """Serve a model version's Bento over HTTP (`champion`, falling back to `candidate` with a warning)."""
+    _prepare_environment()
+    from potable.serving import ServingError, bento_for
+
+    try:
+        bento_tag = bento_for(alias, version)
+    except ServingError as exc:
+        _fail(str(exc))
+    bentoml_cli = Path(sys.executable).with_name("bentoml")
+    os.execv(str(bentoml_cli), [str(bentoml_cli), "serve", bento_tag, "--host", host, "--port", str(port)])  # nosec B606 # our own bentoml CLI, fixed argv
+
+
 audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

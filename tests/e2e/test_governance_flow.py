@@ -17,6 +17,7 @@ from governance.audit import audit_log
 from governance.report import write_governance_report
 from potable.approvals import answer_promotion, waiting_promotion
 from potable.settings import MODEL_NAME, load_config
+from tasks.packaging import PackagingRefused, package_version
 
 pytestmark = pytest.mark.e2e
 
@@ -72,6 +73,13 @@ def test_verdict_card_audit_and_approval(prefect_api, settings) -> None:
     ):
         assert f"## {section}" in card
     assert first["data_sha256"] in card and f"{first['threshold']:.4f}" in card and "WHO range" in card
+    # Only a governed version is packaged; the Bento carries its lineage as labels.
+    assert first["bento_tag"]
+    assert client.get_model_version(MODEL_NAME, "1").tags["bento_tag"] == first["bento_tag"]
+    import bentoml
+
+    bento = bentoml.get(first["bento_tag"])
+    assert bento.info.labels["model_version"] == "1" and bento.info.labels["data_sha256"] == first["data_sha256"]
     artifacts = {a.path for a in client.list_artifacts(first["mlflow_run_id"], "governance")}
     assert {"governance/verdict.json", "governance/model_card_v1.md", "governance/model_card_v1.html"} <= artifacts
 
@@ -95,7 +103,14 @@ def test_verdict_card_audit_and_approval(prefect_api, settings) -> None:
     log = audit_log(settings)
     assert log.verify().ok
     actions = [e["action"] for e in log.lineage("1")]
-    for action in ("batch_validated", "model_registered", "gate_passed", "promotion_approved", "alias_moved"):
+    for action in (
+        "batch_validated",
+        "model_registered",
+        "gate_passed",
+        "bento_packaged",
+        "promotion_approved",
+        "alias_moved",
+    ):
         assert action in actions
     approved = next(e for e in log.entries() if e["action"] == "promotion_approved")
     assert approved["actor"] == "alice" and approved["details"]["comment"] == "checked the slices"
@@ -114,6 +129,9 @@ def test_failing_gate_blocks_promotion(prefect_api, settings, tmp_path, monkeypa
     monkeypatch.setenv("POTABLE_POLICY_CONFIG", str(path))
     summary = train(trials=1)
     assert not summary["gate_passed"] and "min_test_roc_auc" in summary["gate_failures"][0]
+    assert summary["bento_tag"] is None  # a failing gate prevents packaging
+    with pytest.raises(PackagingRefused, match="did not pass the policy gate"):
+        package_version(summary["model_version"], settings)
     with pytest.raises(PromotionRefused, match="did not pass the policy gate"):
         promote(version=summary["model_version"])
     mlflow.set_tracking_uri(settings.tracking_uri)

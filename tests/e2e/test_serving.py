@@ -1,0 +1,123 @@
+"""A packaged Bento served by a real BentoML server answers like the registered model it was built from."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pytest
+
+from flows.training import train
+from potable.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
+from tasks.data import read_batch, split_batch
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(prefect_api, tmp_path_factory):
+    """One trained, governed, packaged version and its Bento served for the whole module."""
+    home = tmp_path_factory.mktemp("serving") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POTABLE_HOME", str(home))
+        for name in ("MLFLOW_TRACKING_URI", "POTABLE_OPTUNA_STORAGE", "POTABLE_S3_ENDPOINT_URL"):
+            mp.delenv(name, raising=False)
+        yield from _serve_new_version()
+
+
+def _serve_new_version():
+    summary = train(trials=1)
+    assert summary["bento_tag"], summary["gate_failures"]
+    port = _free_port()
+    env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"]}
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("bentoml")),
+            "serve",
+            summary["bento_tag"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, "bentoml serve exited"
+            time.sleep(0.5)
+        yield base, summary
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_bento_answers_like_the_registered_model(served) -> None:
+    base, summary = served
+    from potable.settings import Settings
+
+    mlflow.set_tracking_uri(Settings().tracking_uri)
+    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{summary['model_version']}")
+    golden = split_batch(read_batch(BUNDLED_DATA), 0.2, 42).X_test.head(20)
+    expected = model.predict_proba(golden)[:, 1]
+
+    for i, (_, row) in enumerate(golden.iterrows()):
+        body = {k: (None if np.isnan(v) else float(v)) for k, v in row.items()}
+        answer = httpx.post(f"{base}/predict", json=body, timeout=30).json()
+        assert answer["model_version"] == summary["model_version"]
+        assert answer["probabilities"][0][1] == pytest.approx(expected[i], abs=1e-6)
+        assert answer["predictions"] == [int(expected[i] >= summary["threshold"])]
+
+    records = [{k: (None if np.isnan(v) else float(v)) for k, v in r.items()} for r in golden.to_dict("records")]
+    batch = httpx.post(f"{base}/predict_batch", json={"samples": records}, timeout=30).json()
+    assert np.allclose([p[1] for p in batch["probabilities"]], expected, atol=1e-6)
+
+    meta = httpx.get(f"{base}/metadata/", timeout=10).json()
+    assert meta["model_version"] == summary["model_version"] and meta["data_sha256"] == summary["data_sha256"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"ph": 15.0}, "ph"),
+        ({"Sulfate": -1.0}, "Sulfate"),
+        ({"Turbidity": "cloudy"}, "Turbidity"),
+        ({"colour": 3}, "colour"),
+        ({"Hardness": None}, "Hardness"),
+    ],
+)
+def test_bad_input_is_a_field_level_400(served, change, field) -> None:
+    base, _ = served
+    good = dict.fromkeys(FEATURES, 1.0)
+    response = httpx.post(f"{base}/predict", json={**good, **change}, timeout=30)
+    assert response.status_code == 400 and field in response.text
+    assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200  # still serving
