@@ -7,14 +7,23 @@ knows the model store only (never the flows), so a Bento is self-contained.
 
 from __future__ import annotations
 
+import hmac
+import json
+import logging
 import os
+from datetime import UTC, datetime
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 from typing import Any
 
 import bentoml
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
 
 FEATURES = [
     "ph",
@@ -29,6 +38,45 @@ FEATURES = [
 ]
 MAX_BATCH = 10_000
 MODEL_TAG = os.environ.get("POTABLE_BENTO_MODEL_TAG", "water-potability:latest")
+PROTECTED_PATHS = ("/predict", "/predict_batch")  # health, metrics, docs and metadata stay open
+
+PREDICTIONS = Counter(
+    "potable_predictions",
+    "Predictions served, by predicted class and model version",
+    ["predicted_class", "model_version"],
+)
+
+
+def prediction_log() -> logging.Logger:
+    """JSON lines under POTABLE_HOME/predictions, rotated by size so the log stays bounded (drift monitor input)."""
+    logger = logging.getLogger("potable.predictions")
+    if not logger.handlers:
+        folder = Path(os.environ.get("POTABLE_HOME", ".potable")).expanduser() / "predictions"
+        folder.mkdir(parents=True, exist_ok=True)
+        max_bytes = int(os.environ.get("POTABLE_PREDICTION_LOG_MAX_BYTES", str(20 * 1024 * 1024)))
+        handler = RotatingFileHandler(folder / "predictions.jsonl", maxBytes=max_bytes, backupCount=5)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class BearerTokenMiddleware:
+    """Optional auth: when POTABLE_API_TOKEN is set, prediction endpoints need `Authorization: Bearer <token>`."""
+
+    def __init__(self, app, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") in PROTECTED_PATHS:
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class Sample(BaseModel):
@@ -80,6 +128,7 @@ class WaterPotability:
     def _answer(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         proba = np.asarray(self.model.predict(_frame(samples)), dtype=float)[:, 1]
         predictions = (proba >= self.threshold).astype(int)
+        self._record(samples, predictions, proba)
         return {
             "predictions": predictions.tolist(),
             "probabilities": [[round(1 - p, 6), round(p, 6)] for p in proba.tolist()],
@@ -87,6 +136,24 @@ class WaterPotability:
             "message": f"{int(predictions.sum())} of {len(predictions)} sample(s) predicted potable "
             f"(threshold {self.threshold:.3f})",
         }
+
+    def _record(self, samples: list[dict[str, Any]], predictions: np.ndarray, proba: np.ndarray) -> None:
+        version = self.labels.get("model_version", "unknown")
+        now = datetime.now(UTC).isoformat()
+        log = prediction_log()
+        for sample, predicted, p in zip(samples, predictions.tolist(), proba.tolist(), strict=True):
+            PREDICTIONS.labels(predicted_class=str(predicted), model_version=version).inc()
+            log.info(
+                json.dumps(
+                    {
+                        "timestamp": now,
+                        "model_version": version,
+                        "inputs": sample,
+                        "prediction": predicted,
+                        "probability": round(p, 6),
+                    }
+                )
+            )
 
     @bentoml.api(input_spec=Sample)
     def predict(self, **sample: Any) -> dict[str, Any]:
@@ -97,3 +164,14 @@ class WaterPotability:
     def predict_batch(self, samples: list[Sample]) -> dict[str, Any]:
         """Up to 10,000 samples in one call."""
         return self._answer([s.model_dump() for s in samples])
+
+
+if os.environ.get("POTABLE_API_TOKEN"):
+    WaterPotability.add_asgi_middleware(BearerTokenMiddleware, token=os.environ["POTABLE_API_TOKEN"])
+if os.environ.get("POTABLE_CORS_ORIGINS"):
+    WaterPotability.add_asgi_middleware(
+        CORSMiddleware,
+        allow_origins=os.environ["POTABLE_CORS_ORIGINS"].split(","),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+    )

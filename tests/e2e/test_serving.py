@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from potable.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
 from tasks.data import read_batch, split_batch
 
 pytestmark = pytest.mark.e2e
+TOKEN = "test-token-not-a-secret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _free_port() -> int:
@@ -44,7 +47,7 @@ def _serve_new_version():
     summary = train(trials=1)
     assert summary["bento_tag"], summary["gate_failures"]
     port = _free_port()
-    env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"]}
+    env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"], "POTABLE_API_TOKEN": TOKEN}
     server = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("bentoml")),
@@ -92,13 +95,13 @@ def test_bento_answers_like_the_registered_model(served) -> None:
 
     for i, (_, row) in enumerate(golden.iterrows()):
         body = {k: (None if np.isnan(v) else float(v)) for k, v in row.items()}
-        answer = httpx.post(f"{base}/predict", json=body, timeout=30).json()
+        answer = httpx.post(f"{base}/predict", json=body, headers=AUTH, timeout=30).json()
         assert answer["model_version"] == summary["model_version"]
         assert answer["probabilities"][0][1] == pytest.approx(expected[i], abs=1e-6)
         assert answer["predictions"] == [int(expected[i] >= summary["threshold"])]
 
     records = [{k: (None if np.isnan(v) else float(v)) for k, v in r.items()} for r in golden.to_dict("records")]
-    batch = httpx.post(f"{base}/predict_batch", json={"samples": records}, timeout=30).json()
+    batch = httpx.post(f"{base}/predict_batch", json={"samples": records}, headers=AUTH, timeout=30).json()
     assert np.allclose([p[1] for p in batch["probabilities"]], expected, atol=1e-6)
 
     meta = httpx.get(f"{base}/metadata/", timeout=10).json()
@@ -118,6 +121,37 @@ def test_bento_answers_like_the_registered_model(served) -> None:
 def test_bad_input_is_a_field_level_400(served, change, field) -> None:
     base, _ = served
     good = dict.fromkeys(FEATURES, 1.0)
-    response = httpx.post(f"{base}/predict", json={**good, **change}, timeout=30)
+    response = httpx.post(f"{base}/predict", json={**good, **change}, headers=AUTH, timeout=30)
     assert response.status_code == 400 and field in response.text
     assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200  # still serving
+
+
+def test_oversized_batch_is_refused(served) -> None:
+    base, _ = served
+    sample = dict.fromkeys(FEATURES, 1.0)
+    response = httpx.post(f"{base}/predict_batch", json={"samples": [sample] * 10_001}, headers=AUTH, timeout=60)
+    assert response.status_code == 400 and "samples" in response.text
+
+
+def test_token_guards_predictions_but_not_health_metrics_or_docs(served) -> None:
+    base, _ = served
+    sample = dict.fromkeys(FEATURES, 1.0)
+    assert httpx.post(f"{base}/predict", json=sample, timeout=30).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert httpx.post(f"{base}/predict", json=sample, headers=wrong, timeout=30).status_code == 401
+    for path in ("/readyz", "/livez", "/metrics", "/docs.json", "/metadata/"):
+        assert httpx.get(f"{base}{path}", timeout=10).status_code == 200, path
+
+
+def test_metrics_count_predictions_and_the_log_records_them(served) -> None:
+    base, summary = served
+    sample = dict.fromkeys(FEATURES, 1.0)
+    assert httpx.post(f"{base}/predict", json=sample, headers=AUTH, timeout=30).status_code == 200
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    assert "potable_predictions_total" in metrics and f'model_version="{summary["model_version"]}"' in metrics
+    from potable.settings import Settings
+
+    log = Settings().home_dir / "predictions" / "predictions.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records and records[-1]["model_version"] == summary["model_version"]
+    assert set(records[-1]["inputs"]) == set(FEATURES) and 0.0 <= records[-1]["probability"] <= 1.0
