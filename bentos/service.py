@@ -20,6 +20,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.cors import CORSMiddleware
@@ -115,8 +116,19 @@ def metadata() -> dict[str, Any]:
     return {"model_tag": str(service.bento_model.tag), **service.labels}
 
 
+frontend_app = FastAPI(title="lab frontend")
+FRONTEND_HTML = Path(__file__).with_name("static") / "frontend.html"
+
+
+@frontend_app.get("/", response_class=HTMLResponse)
+def frontend() -> str:
+    """A one-page form for lab technicians (no build step): measurements in, verdict out."""
+    return FRONTEND_HTML.read_text(encoding="utf-8")
+
+
 @bentoml.service(traffic={"timeout": 30})
 @bentoml.asgi_app(metadata_app, path="/metadata")
+@bentoml.asgi_app(frontend_app, path="/frontend")
 class WaterPotability:
     bento_model = bentoml.models.BentoModel(MODEL_TAG)
 

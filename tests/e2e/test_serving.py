@@ -155,3 +155,77 @@ def test_metrics_count_predictions_and_the_log_records_them(served) -> None:
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert records and records[-1]["model_version"] == summary["model_version"]
     assert set(records[-1]["inputs"]) == set(FEATURES) and 0.0 <= records[-1]["probability"] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium driven through chromedriver (both from Debian's packages)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1000,1100",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _fill(driver, values: dict[str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    for name, value in values.items():
+        field = driver.find_element(By.ID, name)
+        field.clear()
+        field.send_keys(value)
+    driver.find_element(By.ID, "check").click()
+
+
+def test_frontend_shows_verdict_probability_and_version(served, browser, tmp_path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, summary = served
+    browser.get(f"{base}/frontend/")
+    assert "pH, 0–14" in browser.find_element(By.ID, "ph-hint").text
+    sample = {
+        "ph": "7.08",
+        "Hardness": "204.9",
+        "Solids": "20791.3",
+        "Chloramines": "7.3",
+        "Sulfate": "",
+        "Conductivity": "564.3",
+        "Organic_carbon": "10.4",
+        "Trihalomethanes": "87.0",
+        "Turbidity": "2.96",
+        "token": TOKEN,
+    }
+    _fill(browser, sample)
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "verdict-text")))
+    verdict = browser.find_element(By.ID, "verdict-text").text
+    assert verdict in ("Likely potable", "Likely NOT potable")
+    assert browser.find_element(By.ID, "model-version").text == summary["model_version"]
+    assert browser.find_element(By.ID, "probability").text.endswith("%")
+    shot = tmp_path / "frontend-verdict.png"
+    browser.save_screenshot(str(shot))
+    assert shot.read_bytes()[:4] == b"\x89PNG"
+
+    # A value outside its range: the service's message appears next to that field, no verdict.
+    _fill(browser, {"ph": "15"})
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "ph-error").text != "")
+    assert "less than or equal to 14" in browser.find_element(By.ID, "ph-error").text
+    assert not browser.find_elements(By.ID, "verdict-text")
