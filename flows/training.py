@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,12 +12,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from governance.audit import audit_log
+from potable.batches import Batch
 from potable.settings import BUNDLED_DATA, MODEL_NAME, Settings, get_settings, load_config
-from tasks.data import load_batch, read_batch, split_batch_task
+from tasks.data import Split, load_batch, read_batch, split_batch_task
 from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
-from tasks.governance import govern_task
-from tasks.packaging import package_task
-from tasks.registry import git_commit, register_model_task, setup_mlflow, version_tags
+from tasks.governance import GovernanceVerdict, govern_task
+from tasks.packaging import Packaged, package_task
+from tasks.registry import RegisteredVersion, git_commit, register_model_task, setup_mlflow, version_tags
 from tasks.tuning import TuningResult, refit_best, tune_models
 from tasks.validation import ValidationReport, quarantine_batch_task, validate_batch_task
 
@@ -68,22 +70,21 @@ def publish_summary(summary: dict[str, Any], tuning: TuningResult, evaluation: E
     )
 
 
-@flow(name="train", log_prints=True)
-def train(
-    data: str | None = None,
-    trials: int | None = None,
-    seed: int | None = None,
-    show_progress: bool = False,
-) -> dict[str, Any]:
-    """Train and register a water-potability model from one batch (local path or s3:// URI).
+@dataclass
+class Trained:
+    """What tuning, evaluation and registration produced for one batch."""
 
-    `data` defaults to the bundled data set; `trials` and `seed` override configs/training.yaml.
-    """
-    logger = get_run_logger()
-    settings = get_settings()
-    settings.ensure_dirs()
-    config = training_config(settings, trials, seed)
-    batch = load_batch(data or str(BUNDLED_DATA), settings)
+    study_name: str
+    tuning: TuningResult
+    threshold: float
+    model: Any
+    evaluation: Evaluation
+    registered: RegisteredVersion
+    tags: dict[str, str]
+
+
+def validate_or_quarantine(batch: Batch, settings: Settings) -> ValidationReport:
+    """Validate; a rejected batch is quarantined, audited and stops the flow before any training."""
     report = validate_batch_task(batch, settings)
     audit = audit_log(settings)
     if not report.success:
@@ -101,9 +102,14 @@ def train(
         {"data_sha256": batch.sha256},
         {"source": batch.uri, "rows": report.rows, "data_docs": str(report.data_docs)},
     )
-    logger.info(report.summary())
-    parts = split_batch_task(read_batch(batch.path), config["test_size"], config["seed"])
+    get_run_logger().info(report.summary())
+    return report
 
+
+def tune_evaluate_register(
+    parts: Split, batch: Batch, config: dict[str, Any], settings: Settings, show_progress: bool
+) -> Trained:
+    """Tune → threshold → refit → evaluate once on test → register, all under one MLflow parent run."""
     setup_mlflow(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     study_name = f"{MODEL_NAME}-{stamp}"
@@ -120,13 +126,7 @@ def train(
         )
         mlflow.log_dict(config, "config/training.json")
         tuning = tune_models(
-            parts.X_train,
-            parts.y_train,
-            config,
-            settings.optuna_url,
-            study_name,
-            config["seed"],
-            show_progress,
+            parts.X_train, parts.y_train, config, settings.optuna_url, study_name, config["seed"], show_progress
         )
         mlflow.log_params({f"best_{k}": v for k, v in tuning.params_for_logging().items()})
         mlflow.log_metric("cv_roc_auc", tuning.best_value)
@@ -154,7 +154,7 @@ def train(
             {"model_family": tuning.best_family, "cv_roc_auc": f"{tuning.best_value:.6f}"},
         )
         registered = register_model_task(model, parts.X_train, tags, config)
-    audit.append(
+    audit_log(settings).append(
         "train-flow",
         "model_registered",
         {
@@ -170,19 +170,26 @@ def train(
             "test_roc_auc": evaluation.metrics["roc_auc"],
         },
     )
+    return Trained(study_name, tuning, threshold, model, evaluation, registered, tags)
 
-    run_facts = {
+
+def govern_and_package(
+    trained: Trained, parts: Split, batch: Batch, report: ValidationReport, config: dict[str, Any], settings: Settings
+) -> tuple[GovernanceVerdict, Packaged | None]:
+    """The policy gate; only a version that passes it becomes a deployable Bento."""
+    t, registered = trained, trained.registered
+    facts = {
         "model_name": registered.name,
         "model_version": registered.version,
-        "model_family": tuning.best_family,
-        "params": tuning.params_for_logging(),
-        "git_commit": tags["git_commit"],
-        "optuna_study": study_name,
-        "cv_roc_auc": tuning.best_value,
-        "threshold": threshold,
+        "model_family": t.tuning.best_family,
+        "params": t.tuning.params_for_logging(),
+        "git_commit": t.tags["git_commit"],
+        "optuna_study": t.study_name,
+        "cv_roc_auc": t.tuning.best_value,
+        "threshold": t.threshold,
         "threshold_rule": config["threshold"]["strategy"],
         "run_id": registered.run_id,
-        "metrics": evaluation.metrics,
+        "metrics": t.evaluation.metrics,
         "data_uri": batch.uri,
         "data_sha256": batch.sha256,
         "validation_summary": report.summary(),
@@ -190,39 +197,65 @@ def train(
         "y_train": parts.y_train.to_numpy(),
         "y_test": parts.y_test.to_numpy(),
     }
-    verdict = govern_task(model, registered, parts.X_test, parts.y_test, run_facts, settings)
-    packaged = None
-    if verdict.passed:  # only governed versions become deployable artifacts
-        packaged = package_task(registered.version, settings)
-        logger.info(
-            "v%s passed the policy gate, packaged as %s; promotion to champion needs approval",
-            registered.version,
-            packaged.bento_tag,
-        )
-    else:
+    verdict = govern_task(t.model, registered, parts.X_test, parts.y_test, facts, settings)
+    logger = get_run_logger()
+    if not verdict.passed:
         logger.warning("v%s failed the policy gate, stays a candidate: %s", registered.version, verdict.reasons())
+        return verdict, None
+    packaged = package_task(registered.version, settings)
+    logger.info(
+        "v%s passed the policy gate, packaged as %s; promotion to champion needs approval",
+        registered.version,
+        packaged.bento_tag,
+    )
+    return verdict, packaged
 
-    summary = {
-        "model_name": registered.name,
-        "model_version": registered.version,
+
+def summarise(t: Trained, batch: Batch, verdict: GovernanceVerdict, packaged: Packaged | None) -> dict[str, Any]:
+    r = t.registered
+    return {
+        "model_name": r.name,
+        "model_version": r.version,
         "alias": "candidate",
-        "mlflow_run_id": registered.run_id,
-        "model_uri": f"models:/{registered.name}/{registered.version}",
+        "mlflow_run_id": r.run_id,
+        "model_uri": f"models:/{r.name}/{r.version}",
         "data": batch.uri,
         "data_sha256": batch.sha256,
-        "optuna_study": study_name,
-        "model_family": tuning.best_family,
-        "cv_roc_auc": round(tuning.best_value, 6),
-        "threshold": round(threshold, 6),
-        "metrics": {k: round(v, 6) for k, v in evaluation.metrics.items()},
+        "optuna_study": t.study_name,
+        "model_family": t.tuning.best_family,
+        "cv_roc_auc": round(t.tuning.best_value, 6),
+        "threshold": round(t.threshold, 6),
+        "metrics": {k: round(v, 6) for k, v in t.evaluation.metrics.items()},
         "gate_passed": verdict.passed,
         "gate_failures": verdict.reasons(),
         "model_card": str(verdict.model_card),
         "bento_tag": packaged.bento_tag if packaged else None,
     }
-    publish_summary(summary, tuning, evaluation)
+
+
+@flow(name="train", log_prints=True)
+def train(
+    data: str | None = None,
+    trials: int | None = None,
+    seed: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """validate → tune → evaluate → register → govern → package, for one batch (local path or s3:// URI).
+
+    `data` defaults to the bundled data set; `trials` and `seed` override configs/training.yaml.
+    """
+    settings = get_settings()
+    settings.ensure_dirs()
+    config = training_config(settings, trials, seed)
+    batch = load_batch(data or str(BUNDLED_DATA), settings)
+    report = validate_or_quarantine(batch, settings)
+    parts = split_batch_task(read_batch(batch.path), config["test_size"], config["seed"])
+    trained = tune_evaluate_register(parts, batch, config, settings, show_progress)
+    verdict, packaged = govern_and_package(trained, parts, batch, report, config, settings)
+    summary = summarise(trained, batch, verdict, packaged)
+    publish_summary(summary, trained.tuning, trained.evaluation)
     if verdict.passed and settings.auto_approve:
         from flows.promotion import promote
 
-        summary["promotion"] = promote(version=registered.version)
+        summary["promotion"] = promote(version=trained.registered.version)
     return summary
