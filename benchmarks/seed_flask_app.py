@@ -13,17 +13,7 @@ import mlflow
 import pandas as pd
 from flask import Flask, jsonify, request
 
-FEATURES = [
-    "ph",
-    "Hardness",
-    "Solids",
-    "Chloramines",
-    "Sulfate",
-    "Conductivity",
-    "Organic_carbon",
-    "Trihalomethanes",
-    "Turbidity",
-]
+from potable.settings import FEATURES
 
 mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
 model = mlflow.sklearn.load_model(os.environ["POTABLE_BASELINE_MODEL_URI"])
@@ -34,6 +24,6 @@ app = Flask(__name__)
 @app.post("/predict")
 def predict():
     payload = request.get_json(force=True)
-    row = pd.DataFrame([{f: payload.get(f) for f in FEATURES}], columns=FEATURES, dtype="float64")
+    row = pd.DataFrame([{f: payload.get(f) for f in FEATURES}], columns=list(FEATURES), dtype="float64")
     proba = model.predict_proba(row)
     return jsonify({"predictions": [int(proba[0, 1] >= threshold)], "probabilities": proba.tolist(), "message": "ok"})

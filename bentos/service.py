@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
+# Repeated from potable.settings on purpose: a Bento carries service.py alone and must not import the platform.
 FEATURES = [
     "ph",
     "Hardness",

@@ -6,18 +6,6 @@ from typing import Any
 
 import markdown as md
 
-SECTIONS = (
-    "Model details",
-    "Intended use",
-    "Factors",
-    "Metrics",
-    "Evaluation data",
-    "Training data",
-    "Quantitative analyses",
-    "Ethical considerations",
-    "Caveats and recommendations",
-)
-
 
 def _metrics_table(metrics: dict[str, float]) -> str:
     rows = [f"| {name} | {value:.4f} |" for name, value in metrics.items() if name not in ("tn", "fp", "fn", "tp")]
