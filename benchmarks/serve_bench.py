@@ -169,6 +169,7 @@ def main() -> int:
         f"http://127.0.0.1:{port}/predict",
     )
     try:
+        runtime = httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json().get("runtime", "?")
         results["bentoml service"] = load(f"http://127.0.0.1:{port}/predict")
     finally:
         stop(bento)
@@ -184,7 +185,7 @@ def main() -> int:
         stop(flask)
     print(
         f"{DURATION} s at {CONNECTIONS} connections, seed payload, {MODEL_NAME} v{args.version}, "
-        f"load by {'wrk' if shutil.which('wrk') else 'python'}"
+        f"served with {runtime}, load by {'wrk' if shutil.which('wrk') else 'python'}"
     )
     print(f"{'server':<36}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'errors':>8}")
     for name, r in results.items():

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version as installed_version
+from pathlib import Path
 
+import pandas as pd
 import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -12,11 +19,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from governance.audit import audit_log
-from potable.settings import MODEL_NAME, PROJECT_ROOT, Settings
+from potable.batches import read_batch
+from potable.onnx_export import OnnxExportError, export_checked
+from potable.settings import BUNDLED_DATA, FEATURES, MODEL_NAME, PROJECT_ROOT, Settings
 from tasks.registry import serving_requirements, setup_mlflow
 
 BENTO_DIR = PROJECT_ROOT / "bentos"
 BENTO_NAME = "water-potability-service"
+ONNX_MODEL_NAME = f"{MODEL_NAME}-onnx"
+SERVED_MODELS_FILE = "served_models.json"  # read by bentos/service.py
+logger = logging.getLogger(__name__)
 LABEL_TAGS = (
     "data_sha256",
     "git_commit",
@@ -38,6 +50,11 @@ class Packaged:
     version: str
     model_tag: str
     bento_tag: str
+    runtime: str = "sklearn"
+
+
+def onnx_requirements() -> list[str]:
+    return [f"{name}=={installed_version(name)}" for name in ("onnx", "onnxruntime")]
 
 
 def bentoml_home(settings: Settings) -> str:
@@ -58,38 +75,78 @@ def gated_version(client: MlflowClient, version: str):
     return mv
 
 
+def parity_rows(mv_tags: dict[str, str]) -> pd.DataFrame:
+    """The rows the version was trained on when they are on this disk, else the bundled data set."""
+    uri = mv_tags.get("data_uri", "")
+    path = Path(uri) if uri and "://" not in uri else BUNDLED_DATA  # s3:// batches were fetched to a temp file
+    return read_batch(path if path.is_file() else BUNDLED_DATA)[list(FEATURES)]
+
+
+def save_onnx_model(bentoml, model_uri: str, labels: dict[str, str], mv_tags: dict[str, str]):
+    """Store the ONNX form of the version next to its MLflow form, or None when it does not answer alike."""
+    import mlflow
+
+    try:
+        export = export_checked(mlflow.sklearn.load_model(model_uri), parity_rows(mv_tags))
+    except OnnxExportError as exc:
+        logger.warning("serving %s with sklearn: %s", model_uri, exc)
+        return None, str(exc)
+    parity = {"parity_max_abs_diff": f"{export.max_abs_diff:.2e}", "parity_rows": str(export.rows_checked)}
+    with bentoml.models.create(ONNX_MODEL_NAME, labels=labels | parity) as model:
+        (Path(model.path) / "model.onnx").write_bytes(export.model.SerializeToString())
+    return model, f"parity {export.max_abs_diff:.2e} on {export.rows_checked} rows"
+
+
+def build_bento(bentoml, labels: dict[str, str], served: dict[str, str]):
+    """Build the Bento from bentos/ with the model tags it serves written into it."""
+    from bentoml._internal.bento.build_config import BentoEnvSchema  # the type bentos.build expects
+
+    spec = yaml.safe_load((BENTO_DIR / "bentofile.yaml").read_text(encoding="utf-8"))
+    os.environ.update(served)  # bentos.build imports the service, which must resolve these models
+    with tempfile.TemporaryDirectory(prefix="bento-ctx-") as ctx:
+        # The Bento carries which models it serves: `bentoml serve` of a stored Bento sets no build envs.
+        shutil.copytree(BENTO_DIR, ctx, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        Path(ctx, SERVED_MODELS_FILE).write_text(json.dumps(served), encoding="utf-8")
+        return bentoml.bentos.build(
+            spec["service"],
+            name=BENTO_NAME,
+            labels=labels,
+            include=[*spec["include"], SERVED_MODELS_FILE],
+            python={"packages": [*spec["python"]["packages"], *serving_requirements(), *onnx_requirements()]},
+            envs=[BentoEnvSchema(name=k, value=v, stage="runtime") for k, v in served.items()],
+            models=[v for v in served.values() if v],
+            build_ctx=ctx,
+        )
+
+
 def package_version(version: str, settings: Settings, actor: str = "packaging") -> Packaged:
     """Import the version into the BentoML store with its lineage as labels and build a Bento serving it."""
     setup_mlflow(settings)
     bentoml_home(settings)
     import bentoml  # after BENTOML_HOME is set: BentoML reads it at import
-    from bentoml._internal.bento.build_config import BentoEnvSchema  # the type bentos.build expects
 
     client = MlflowClient()
     mv = gated_version(client, version)
     labels = {"model_version": str(mv.version), "run_id": mv.run_id, "alias": ",".join(mv.aliases) or "none"}
     labels |= {k: mv.tags[k] for k in LABEL_TAGS if k in mv.tags}
-    model = bentoml.mlflow.import_model(MODEL_NAME, f"models:/{MODEL_NAME}/{mv.version}", labels=labels)
-    spec = yaml.safe_load((BENTO_DIR / "bentofile.yaml").read_text(encoding="utf-8"))
-    os.environ["POTABLE_BENTO_MODEL_TAG"] = str(model.tag)  # the service resolves exactly this model
-    bento = bentoml.bentos.build(
-        spec["service"],
-        name=BENTO_NAME,
-        labels=labels,
-        include=spec["include"],
-        python={"packages": [*spec["python"]["packages"], *serving_requirements()]},
-        envs=[BentoEnvSchema(name="POTABLE_BENTO_MODEL_TAG", value=str(model.tag), stage="runtime")],
-        models=[str(model.tag)],
-        build_ctx=str(BENTO_DIR),
-    )
+    model_uri = f"models:/{MODEL_NAME}/{mv.version}"
+    model = bentoml.mlflow.import_model(MODEL_NAME, model_uri, labels=labels)
+    onnx_model, parity = save_onnx_model(bentoml, model_uri, labels, mv.tags)
+    runtime = "onnx" if onnx_model else "sklearn"
+    served = {
+        "POTABLE_BENTO_MODEL_TAG": str(model.tag),
+        "POTABLE_BENTO_ONNX_TAG": str(onnx_model.tag) if onnx_model else "",
+    }
+    bento = build_bento(bentoml, labels | {"runtime": runtime}, served)
     client.set_model_version_tag(MODEL_NAME, str(mv.version), "bento_tag", str(bento.tag))
+    client.set_model_version_tag(MODEL_NAME, str(mv.version), "serving_runtime", f"{runtime} ({parity})")
     audit_log(settings).append(
         actor,
         "bento_packaged",
         {"model_version": str(mv.version), "run_id": mv.run_id, "bento_tag": str(bento.tag)},
-        {"model_tag": str(model.tag)},
+        {"model_tag": str(model.tag), "runtime": runtime, "onnx": parity},
     )
-    return Packaged(str(mv.version), str(model.tag), str(bento.tag))
+    return Packaged(str(mv.version), str(model.tag), str(bento.tag), runtime)
 
 
 @task(name="package-bento", cache_policy=NO_CACHE)

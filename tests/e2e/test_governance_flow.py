@@ -80,6 +80,9 @@ def test_verdict_card_audit_and_approval(prefect_api, settings) -> None:
 
     bento = bentoml.get(first["bento_tag"])
     assert bento.info.labels["model_version"] == "1" and bento.info.labels["data_sha256"] == first["data_sha256"]
+    # Served through ONNX Runtime only because it answered like the sklearn model on every row.
+    assert bento.info.labels["runtime"] == "onnx"
+    assert client.get_model_version(MODEL_NAME, "1").tags["serving_runtime"].startswith("onnx (parity ")
     artifacts = {a.path for a in client.list_artifacts(first["mlflow_run_id"], "governance")}
     assert {"governance/verdict.json", "governance/model_card_v1.md", "governance/model_card_v1.html"} <= artifacts
 
