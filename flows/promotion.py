@@ -17,6 +17,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from governance.audit import audit_log
+from potable.alerts import FLOW_ALERT_HOOKS
 from potable.settings import MODEL_NAME, get_settings, load_config
 from tasks.registry import CHAMPION_ALIAS, setup_mlflow
 
@@ -52,7 +53,7 @@ def check_promotable(client: MlflowClient, version: str) -> None:
         raise PromotionRefused(f"{MODEL_NAME} v{version} did not pass the policy gate ({failed}); not promoted")
 
 
-@flow(name=PROMOTE_FLOW, log_prints=True)
+@flow(name=PROMOTE_FLOW, log_prints=True, **FLOW_ALERT_HOOKS)
 def promote(version: str) -> dict[str, Any]:
     """Wait for an approval of `version`, then move alias `champion` to it (or leave aliases untouched)."""
     logger = get_run_logger()

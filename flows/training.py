@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from governance.audit import audit_log
+from potable.alerts import FLOW_ALERT_HOOKS
 from potable.batches import Batch
 from potable.settings import BUNDLED_DATA, MODEL_NAME, Settings, get_settings, load_config
 from tasks.data import Split, load_batch, read_batch, split_batch_task
@@ -233,7 +234,7 @@ def summarise(t: Trained, batch: Batch, verdict: GovernanceVerdict, packaged: Pa
     }
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", log_prints=True, **FLOW_ALERT_HOOKS)
 def train(
     data: str | None = None,
     trials: int | None = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         default=False, description="Dev only: approve promotions without an approver (audited as such)."
     )
     git_commit: str | None = Field(default=None, description="Overrides `git rev-parse HEAD` (CI, images).")
+    slack_webhook_url: SecretStr | None = Field(default=None, description="Slack incoming-webhook URL for alerts.")
+    slack_webhook_secret: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding the Slack webhook URL (production)."
+    )
+    sns_topic_arn: str | None = Field(default=None, description="SNS topic that alerts are published to.")
+    sns_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("POTABLE_SNS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL"),
+        description="SNS API endpoint (moto, LocalStack); unset means AWS itself.",
+    )
+    alert_timeout_seconds: float = Field(default=10.0, description="Per-destination alert timeout.")
 
     @property
     def home_dir(self) -> Path:
