@@ -95,6 +95,26 @@ def validate(
 
 
 @app.command()
+def monitor(
+    window_hours: Annotated[float | None, typer.Option(help="Live window (default configs/monitoring.yaml)")] = None,
+    retrain: Annotated[
+        bool | None, typer.Option("--retrain/--no-retrain", help="Emit the retraining event on drift")
+    ] = None,
+) -> None:
+    """Compare live traffic (the prediction log) with the training data; exit 3 when drift is found."""
+    home = _prepare_environment()
+    with prefect_api(home) as server:
+        from flows.monitoring import monitor_drift
+
+        if server is not None:
+            server.wait_healthy()
+        summary = monitor_drift(window_hours=window_hours, retrain_on_drift=retrain)
+    print(json.dumps(summary, sort_keys=True))
+    if summary["drifted"]:
+        raise typer.Exit(code=3)
+
+
+@app.command()
 def promote(version: Annotated[str, typer.Option(help="Model version that passed the policy gate")]) -> None:
     """Ask for approval of a version and, once approved, make it the champion (waits for the approver)."""
     home = _prepare_environment()

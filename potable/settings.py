@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     training_config: Path = Field(default=CONFIG_DIR / "training.yaml")
     validation_config: Path = Field(default=CONFIG_DIR / "validation.yaml")
     policy_config: Path = Field(default=CONFIG_DIR / "policy.yaml")
+    monitoring_config: Path = Field(default=CONFIG_DIR / "monitoring.yaml")
     auto_approve: bool = Field(
         default=False, description="Dev only: approve promotions without an approver (audited as such)."
     )

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
-import pandas as pd
 import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -19,9 +18,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from governance.audit import audit_log
-from potable.batches import read_batch
+from potable.batches import training_features
 from potable.onnx_export import OnnxExportError, export_checked
-from potable.settings import BUNDLED_DATA, FEATURES, MODEL_NAME, PROJECT_ROOT, Settings
+from potable.settings import MODEL_NAME, PROJECT_ROOT, Settings
 from tasks.registry import serving_requirements, setup_mlflow
 
 BENTO_DIR = PROJECT_ROOT / "bentos"
@@ -75,19 +74,12 @@ def gated_version(client: MlflowClient, version: str):
     return mv
 
 
-def parity_rows(mv_tags: dict[str, str]) -> pd.DataFrame:
-    """The rows the version was trained on when they are on this disk, else the bundled data set."""
-    uri = mv_tags.get("data_uri", "")
-    path = Path(uri) if uri and "://" not in uri else BUNDLED_DATA  # s3:// batches were fetched to a temp file
-    return read_batch(path if path.is_file() else BUNDLED_DATA)[list(FEATURES)]
-
-
 def save_onnx_model(bentoml, model_uri: str, labels: dict[str, str], mv_tags: dict[str, str]):
     """Store the ONNX form of the version next to its MLflow form, or None when it does not answer alike."""
     import mlflow
 
     try:
-        export = export_checked(mlflow.sklearn.load_model(model_uri), parity_rows(mv_tags))
+        export = export_checked(mlflow.sklearn.load_model(model_uri), training_features(mv_tags.get("data_uri")))
     except OnnxExportError as exc:
         logger.warning("serving %s with sklearn: %s", model_uri, exc)
         return None, str(exc)
