@@ -115,6 +115,35 @@ def monitor(
 
 
 @app.command()
+def watch(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="s3://bucket/prefix, an SQS queue URL, or a folder (default POTABLE_WATCH or <home>/landing)"
+        ),
+    ] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between polls")] = None,
+    once: Annotated[bool, typer.Option(help="Poll once and exit")] = False,
+    backfill: Annotated[bool, typer.Option(help="On first start, announce objects already there")] = False,
+) -> None:
+    """Turn each new object in the landing area into one Prefect event `s3.object.created`."""
+    import logging
+
+    from potable.settings import get_settings
+    from potable.watcher import source_for
+    from potable.watcher import watch as watch_loop
+
+    _prepare_environment()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = get_settings()
+    where = source or settings.landing
+    typer.echo(f"watching {where}", err=True)
+    emitted = watch_loop(source_for(where, settings), interval or settings.watch_interval_seconds, once, backfill)
+    if once:
+        print(json.dumps({"watched": where, "events": emitted}))
+
+
+@app.command()
 def promote(version: Annotated[str, typer.Option(help="Model version that passed the policy gate")]) -> None:
     """Ask for approval of a version and, once approved, make it the champion (waits for the approver)."""
     home = _prepare_environment()

@@ -78,6 +78,17 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("POTABLE_SNS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL"),
         description="SNS API endpoint (moto, LocalStack); unset means AWS itself.",
     )
+    sqs_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("POTABLE_SQS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"),
+        description="SQS API endpoint (moto, LocalStack); unset means AWS itself.",
+    )
+    watch: str | None = Field(
+        default=None,
+        description="Where data lands: s3://bucket/prefix (listing), an SQS queue URL (S3 notifications), "
+        "or a folder; default <home>/landing.",
+    )
+    watch_interval_seconds: float = Field(default=5.0, description="Polling interval of the watcher.")
     alert_timeout_seconds: float = Field(default=10.0, description="Per-destination alert timeout.")
 
     @property
@@ -99,6 +110,10 @@ class Settings(BaseSettings):
     @property
     def quarantine_dir(self) -> Path:
         return self.home_dir / "quarantine"
+
+    @property
+    def landing(self) -> str:
+        return self.watch or str(self.home_dir / "landing")
 
     @property
     def reports_dir(self) -> Path:
