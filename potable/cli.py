@@ -115,6 +115,49 @@ def monitor(
 
 
 @app.command()
+def up() -> None:
+    """Start Prefect server (UI), a worker, the MLflow UI and the data watcher; register the deployments."""
+    from potable.platform import PlatformError
+    from potable.platform import up as platform_up
+    from potable.settings import get_settings
+
+    _prepare_environment()
+    try:
+        report = platform_up(get_settings())
+    except PlatformError as exc:
+        _fail(f"potable up failed (everything it started was stopped): {exc}")
+    _print_status(report)
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `potable up` started."""
+    from potable.platform import down as platform_down
+    from potable.settings import get_settings
+
+    stopped = platform_down(get_settings())
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command()
+def status() -> None:
+    """What runs where (exit 1 when a service is down)."""
+    from potable.platform import status as platform_status
+    from potable.settings import get_settings
+
+    report = platform_status(get_settings())
+    _print_status(report)
+    if not all(s["running"] for s in report.values()):
+        raise typer.Exit(code=1)
+
+
+def _print_status(report: dict[str, dict]) -> None:
+    for name, s in report.items():
+        state = f"running (pid {s['pid']})" if s["running"] else "stopped"
+        typer.echo(f"{name:<16}{state:<24}{s['url']:<28}{s['log']}")
+
+
+@app.command()
 def watch(
     source: Annotated[
         str | None,
@@ -135,6 +178,7 @@ def watch(
 
     _prepare_environment()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call would drown the arrivals
     settings = get_settings()
     where = source or settings.landing
     typer.echo(f"watching {where}", err=True)

@@ -104,6 +104,15 @@ def prefect_api(home: Path) -> Iterator[PrefectServer | None]:
     if os.environ.get("PREFECT_API_URL"):
         yield None
         return
+    shared = platform_api_url(home)
+    if shared:  # `potable up` runs a server for this home: use it, so the runs show in its UI
+        os.environ["PREFECT_API_URL"] = shared
+        try:
+            yield None
+        finally:
+            _drain_prefect_clients()
+            os.environ.pop("PREFECT_API_URL", None)
+        return
     server = PrefectServer(home / "prefect", home / "logs" / "prefect-api.log")
     os.environ["PREFECT_API_URL"] = server.api_url
     # Other potable commands (e.g. `potable approve` answering a waiting promotion) find the API here.
@@ -124,10 +133,25 @@ def api_url_file(home: Path) -> Path:
     return home / "run" / "prefect-api.url"
 
 
+def platform_api_url(home: Path) -> str | None:
+    """The API of `potable up` for this home, if it answers."""
+    path = home / "run" / "platform-api.url"
+    if not path.is_file():
+        return None
+    url = path.read_text(encoding="utf-8").strip()
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # nosec B310 # loopback URL we wrote
+            return url if response.status == 200 else None
+    except OSError:
+        return None
+
+
 def running_api_url(home: Path) -> str | None:
-    """PREFECT_API_URL, else the private server of a potable command running on this POTABLE_HOME."""
+    """PREFECT_API_URL, else `potable up`'s server, else a potable command's private server on this home."""
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
+    if shared := platform_api_url(home):
+        return shared
     path = api_url_file(home)
     return path.read_text(encoding="utf-8").strip() if path.exists() else None
 

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
         "or a folder; default <home>/landing.",
     )
     watch_interval_seconds: float = Field(default=5.0, description="Polling interval of the watcher.")
+    prefect_port: int = Field(default=4200, description="`potable up`: Prefect server and UI port.")
+    mlflow_port: int = Field(default=5000, description="`potable up`: MLflow UI port.")
+    prefect_database_url: SecretStr | None = Field(
+        default=None,
+        description="`potable up`: Prefect server DB (postgresql+asyncpg://...); default SQLite in <home>/prefect.",
+    )
+    worker_poll_seconds: float = Field(default=2.0, description="How often the worker asks for scheduled runs.")
+    start_timeout_seconds: float = Field(default=120.0, description="`potable up`: wait this long per service.")
     alert_timeout_seconds: float = Field(default=10.0, description="Per-destination alert timeout.")
 
     @property

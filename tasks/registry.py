@@ -26,8 +26,9 @@ def setup_mlflow(settings: Settings) -> str:
     mlflow.set_tracking_uri(settings.tracking_uri)
     experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
     if experiment is None:
-        local = urlparse(settings.tracking_uri).scheme in ("sqlite", "file", "")
-        location = settings.artifact_root.as_uri() if local else None
+        # A tracking server keeps artifacts itself; a database store (SQLite, Postgres) gets ours.
+        served = urlparse(settings.tracking_uri).scheme in ("http", "https", "databricks")
+        location = None if served else settings.artifact_root.as_uri()
         experiment_id = mlflow.create_experiment(settings.mlflow_experiment, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id

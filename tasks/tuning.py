@@ -6,8 +6,11 @@ sees statistics of its own validation fold.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,14 +169,29 @@ class TuningResult:
         return {"family": self.best_family, "imputer": self.best_imputer, **self.best_params}
 
 
-def log_trial_run(name: str, started: float, params: dict[str, Any], metrics: dict[str, float], state: str) -> None:
+@dataclass(frozen=True)
+class ParentRun:
+    """The MLflow run trials nest under; passed explicitly so worker processes can log under it too."""
+
+    experiment_id: str
+    run_id: str
+    tracking_uri: str
+
+    @classmethod
+    def active(cls) -> ParentRun:
+        run = mlflow.active_run()
+        return cls(run.info.experiment_id, run.info.run_id, mlflow.get_tracking_uri())
+
+
+def log_trial_run(
+    parent: ParentRun, name: str, started: float, params: dict[str, Any], metrics: dict[str, float], state: str
+) -> None:
     """One nested MLflow run per trial, written in a single batch (SQLite commits are the slow part)."""
-    parent = mlflow.active_run()
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=parent.tracking_uri)
     run = client.create_run(
-        parent.info.experiment_id,
+        parent.experiment_id,
         start_time=int(started * 1000),
-        tags={MLFLOW_PARENT_RUN_ID: parent.info.run_id, MLFLOW_RUN_NAME: name},
+        tags={MLFLOW_PARENT_RUN_ID: parent.run_id, MLFLOW_RUN_NAME: name},
         run_name=name,
     )
     now = int(time.time() * 1000)
@@ -186,7 +204,9 @@ def log_trial_run(name: str, started: float, params: dict[str, Any], metrics: di
     client.set_terminated(run.info.run_id, end_time=now)
 
 
-def make_objective(X: pd.DataFrame, y: pd.Series, config: dict[str, Any], seed: int, oof_store: dict):
+def make_objective(
+    X: pd.DataFrame, y: pd.Series, config: dict[str, Any], seed: int, oof_store: dict, parent: ParentRun
+):
     """The study objective; out-of-fold probabilities of each finished trial go into oof_store."""
     tuning = config["tuning"]
 
@@ -195,14 +215,17 @@ def make_objective(X: pd.DataFrame, y: pd.Series, config: dict[str, Any], seed: 
         # One core per fit while folds run in parallel threads.
         pipeline = build_pipeline(family, params, seed, 1, imputer, calibrated=False)
         logged = {"family": family, "imputer": imputer, **params, "trial": trial.number}
+        trial.set_user_attr("worker_pid", os.getpid())
         started = time.time()
         try:
             scores, oof = cv_roc_auc(pipeline, X, y, config["cv_folds"], seed, trial, tuning["parallel_folds"])
         except optuna.TrialPruned:
-            log_trial_run(f"trial-{trial.number}", started, logged, {"duration_s": time.time() - started}, "PRUNED")
+            log_trial_run(
+                parent, f"trial-{trial.number}", started, logged, {"duration_s": time.time() - started}, "PRUNED"
+            )
             raise
         metrics = {"cv_roc_auc": np.mean(scores), "cv_roc_auc_std": np.std(scores), "duration_s": time.time() - started}
-        log_trial_run(f"trial-{trial.number}", started, logged, metrics, "COMPLETE")
+        log_trial_run(parent, f"trial-{trial.number}", started, logged, metrics, "COMPLETE")
         if hasattr(pipeline, "predict_proba"):  # decision-function scores are no probabilities
             oof_store[trial.number] = oof
         return float(np.mean(scores))
@@ -219,6 +242,45 @@ def enqueue_warm_start(study: optuna.Study, warm_start: list[dict[str, Any]]) ->
         study.enqueue_trial(params, skip_if_exists=True)
 
 
+def make_study(config: dict[str, Any], storage: str, study_name: str, seed: int) -> optuna.Study:
+    """Create or load the named study; every process sharing it gets its own sampler seed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # multivariate+group: TPE models each family's parameters jointly within that family
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    return optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        sampler=sampler,
+        pruner=optuna.pruners.MedianPruner(**config["tuning"]["pruner"]),
+        load_if_exists=True,
+    )
+
+
+def optimize_share(
+    X: pd.DataFrame,
+    y: pd.Series,
+    config: dict[str, Any],
+    storage: str,
+    study_name: str,
+    seed: int,
+    n_trials: int,
+    worker: int,
+    parent: ParentRun,
+) -> int:
+    """One extra process's share of the trials (tuning.processes > 1); the storage hands out the trials."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = make_study(config, storage, study_name, seed + worker)  # same seed would propose the same trials
+    objective = make_objective(X, y, config, seed, {}, parent)
+    study.optimize(objective, n_trials=n_trials, timeout=config["tuning"].get("timeout_seconds"))
+    return os.getpid()
+
+
+def shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
 def run_study(
     X: pd.DataFrame,
     y: pd.Series,
@@ -228,42 +290,54 @@ def run_study(
     seed: int,
     show_progress: bool = False,
 ) -> TuningResult:
-    """Run (or resume) the named study on persistent storage and return its best configuration."""
+    """Run (or resume) the named study on persistent storage and return its best configuration.
+
+    With `tuning.processes` > 1, extra processes take shares of the trials from the same storage (an RDB
+    that takes concurrent writers: Postgres; SQLite serialises them). Their out-of-fold scores stay in
+    their process, so the threshold step refits folds when the best trial ran elsewhere.
+    """
     tuning = config["tuning"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # multivariate+group: TPE models each family's parameters jointly within that family
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="maximize",
-        sampler=sampler,
-        pruner=optuna.pruners.MedianPruner(**tuning["pruner"]),
-        load_if_exists=True,
-    )
+    study = make_study(config, storage, study_name, seed)
     enqueue_warm_start(study, tuning.get("warm_start") or [])
     oof_store: dict[int, np.ndarray] = {}
-    study.optimize(
-        make_objective(X, y, config, seed, oof_store),
-        n_trials=tuning["n_trials"],
-        timeout=tuning.get("timeout_seconds"),
-        show_progress_bar=show_progress,
-    )
+    parent = ParentRun.active()
+    per_process = shares(tuning["n_trials"], max(1, int(tuning.get("processes", 1))))
+    pool = extra = None
+    if len(per_process) > 1:  # spawn: fork would copy Prefect's and MLflow's threads
+        pool = ProcessPoolExecutor(len(per_process) - 1, mp_context=multiprocessing.get_context("spawn"))
+        extra = [
+            pool.submit(optimize_share, X, y, config, storage, study_name, seed, n, worker, parent)
+            for worker, n in enumerate(per_process[1:], start=1)
+            if n
+        ]
+    try:
+        objective = make_objective(X, y, config, seed, oof_store, parent)
+        timeout = tuning.get("timeout_seconds")
+        study.optimize(objective, n_trials=per_process[0], timeout=timeout, show_progress_bar=show_progress)
+        for future in extra or []:
+            future.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return tuning_result(study, config, seed, oof_store)
+
+
+def tuning_result(study: optuna.Study, config: dict[str, Any], seed: int, oof_store: dict) -> TuningResult:
+    """The study's best configuration as an unfitted Pipeline, with its out-of-fold scores if kept here."""
     best = study.best_trial
     family = best.params["family"]
     prefix = f"{family}__"
     params = {k.removeprefix(prefix): v for k, v in best.params.items() if k.startswith(prefix)}
     states = [t.state for t in study.trials]
     return TuningResult(
-        study_name=study_name,
+        study_name=study.study_name,
         best_value=float(best.value),
         best_family=family,
         best_params=params,
         best_imputer=best.params["imputer"],
         n_trials=len(states),
         n_pruned=states.count(optuna.trial.TrialState.PRUNED),
-        pipeline=build_pipeline(family, params, seed, tuning["n_jobs"], best.params["imputer"]),
+        pipeline=build_pipeline(family, params, seed, config["tuning"]["n_jobs"], best.params["imputer"]),
         oof_proba=oof_store.get(best.number),
     )
 

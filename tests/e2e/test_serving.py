@@ -18,6 +18,7 @@ import pytest
 from flows.training import train
 from potable.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
 from tasks.data import read_batch, split_batch
+from tests.e2e.browser import chromium
 
 pytestmark = pytest.mark.e2e
 TOKEN = "test-token-not-a-secret"
@@ -163,29 +164,8 @@ def test_metrics_count_predictions_and_the_log_records_them(served) -> None:
 
 @pytest.fixture(scope="module")
 def browser():
-    """Headless Debian Chromium driven through chromedriver (both from Debian's packages)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1000,1100",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _fill(driver, values: dict[str, str]) -> None:

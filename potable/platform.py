@@ -1,0 +1,239 @@
+"""`potable up` / `down` / `status`: the platform's long-lived processes on one machine.
+
+Prefect server (UI + scheduler + triggers), a process worker, the MLflow UI and the data watcher, each in
+its own process group with a PID file and a log under POTABLE_HOME. A PID file also records the process
+start time, so a recycled PID is never mistaken for (or killed as) ours.
+Only the standard library and psutil at import: the CLI stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess  # nosec B404 # starts our own services with fixed argv lists
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from potable.settings import PROJECT_ROOT, Settings
+
+WORK_POOL = "potable-process"
+STOP_ORDER = ("watcher", "worker", "mlflow", "prefect-server")
+
+
+class PlatformError(RuntimeError):
+    """A service did not start or answer; the message names it and its log."""
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: list[str]
+    url: str = ""
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def run_dir(settings: Settings) -> Path:
+    return settings.home_dir / "run"
+
+
+def api_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.prefect_port}/api"
+
+
+def platform_env(settings: Settings) -> dict[str, str]:
+    """What every service (and every flow run the worker starts) sees."""
+    env = {
+        **os.environ,
+        "POTABLE_HOME": str(settings.home_dir),
+        "POTABLE_PROJECT_DIR": str(PROJECT_ROOT),
+        "PREFECT_HOME": os.environ.get("PREFECT_HOME", str(settings.home_dir / "prefect")),
+        "PREFECT_API_URL": api_url(settings),
+        "PREFECT_UI_URL": f"http://127.0.0.1:{settings.prefect_port}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "GX_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": str(settings.worker_poll_seconds),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+    }
+    if settings.prefect_database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url.get_secret_value()
+    return env
+
+
+def services(settings: Settings) -> list[Service]:
+    prefect, port = _bin("prefect"), str(settings.prefect_port)
+    return [
+        Service(
+            "prefect-server",
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", port, "--analytics-off"],
+            f"http://127.0.0.1:{port}",
+        ),
+        Service("worker", [prefect, "worker", "start", "--pool", WORK_POOL, "--type", "process"]),
+        Service(
+            "mlflow",
+            [_bin("mlflow"), "server", "--backend-store-uri", settings.tracking_uri]
+            + ["--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1"],
+            f"http://127.0.0.1:{settings.mlflow_port}",
+        ),
+        Service("watcher", [_bin("potable"), "watch", settings.landing]),
+    ]
+
+
+def _default_sigint() -> None:
+    # Started from a non-interactive shell, SIGINT would be ignored; Prefect turns SIGTERM into SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start(service: Service, settings: Settings, env: dict[str, str]) -> int:
+    """Start one service in its own process group; PID file = {pid, started, url, log}."""
+    logs = settings.home_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{service.name}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(  # nosec B603 # fixed argv of our own tools, no shell
+            service.argv,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_default_sigint,  # noqa: PLW1509
+        )
+    record = {"pid": process.pid, "started": psutil.Process(process.pid).create_time()}
+    record |= {"url": service.url, "log": str(log_path), "argv": service.argv}
+    run_dir(settings).mkdir(parents=True, exist_ok=True)
+    (run_dir(settings) / f"{service.name}.json").write_text(json.dumps(record), encoding="utf-8")
+    return process.pid
+
+
+def running(record: dict) -> psutil.Process | None:
+    """The recorded process if it is still the one we started (same PID and start time)."""
+    try:
+        process = psutil.Process(record["pid"])
+        if abs(process.create_time() - record["started"]) < 0.01 and process.status() != psutil.STATUS_ZOMBIE:
+            return process
+    except psutil.Error:
+        pass
+    return None
+
+
+def records(settings: Settings) -> dict[str, dict]:
+    found = {}
+    for name in (*STOP_ORDER[::-1],):
+        path = run_dir(settings) / f"{name}.json"
+        if path.is_file():
+            found[name] = json.loads(path.read_text(encoding="utf-8"))
+    return found
+
+
+def wait_for_url(url: str, name: str, log: str, timeout: float, accept_html: bool = False) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url, headers={"Accept": "text/html"} if accept_html else {})
+            with urllib.request.urlopen(request, timeout=3) as response:  # nosec B310 # loopback URL we built
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise PlatformError(f"{name} did not answer {url} within {timeout:.0f} s; see {log}")
+
+
+def register_deployments(settings: Settings, env: dict[str, str]) -> None:
+    """Work pool (idempotent) and every deployment in prefect.yaml."""
+    prefect = _bin("prefect")
+    steps = [
+        [prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
+        [prefect, "--no-prompt", "deploy", "--all"],
+    ]
+    log = settings.home_dir / "logs" / "deploy.log"
+    for argv in steps:
+        with open(log, "ab") as out:
+            done = subprocess.run(argv, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # nosec B603
+        if done.returncode != 0:
+            raise PlatformError(f"`{' '.join(argv[1:])}` failed with exit code {done.returncode}; see {log}")
+
+
+def up(settings: Settings) -> dict[str, dict]:
+    """Start what is not running yet, register the deployments, return the status."""
+    env = platform_env(settings)
+    current = {name: r for name, r in records(settings).items() if running(r)}
+    try:
+        for service in services(settings):
+            if service.name in current:
+                continue
+            start(service, settings, env)
+            if service.name == "prefect-server":
+                log = str(settings.home_dir / "logs" / "prefect-server.log")
+                wait_for_url(f"{api_url(settings)}/health", service.name, log, settings.start_timeout_seconds)
+                register_deployments(settings, env)
+        for name, url in (("mlflow", f"http://127.0.0.1:{settings.mlflow_port}/health"),):
+            wait_for_url(url, name, str(settings.home_dir / "logs" / f"{name}.log"), settings.start_timeout_seconds)
+    except PlatformError:
+        down(settings)  # nothing half-started stays behind
+        raise
+    (run_dir(settings) / "platform-api.url").write_text(api_url(settings), encoding="utf-8")
+    return status(settings)
+
+
+def stop_process(process: psutil.Process, timeout: float = 20.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left of it."""
+    try:
+        group = os.getpgid(process.pid)
+        members = [process, *process.children(recursive=True)]
+        os.killpg(group, signal.SIGTERM)
+    except (ProcessLookupError, psutil.Error):
+        return
+    _, alive = psutil.wait_procs(members, timeout=timeout)
+    if alive:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for leftover in alive:
+            try:
+                leftover.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop every recorded service (watcher first, server last); returns the names stopped."""
+    stopped = []
+    found = records(settings)
+    for name in STOP_ORDER:
+        record = found.get(name)
+        if record is None:
+            continue
+        process = running(record)
+        if process is not None:
+            stop_process(process)
+            stopped.append(name)
+        (run_dir(settings) / f"{name}.json").unlink(missing_ok=True)
+    (run_dir(settings) / "platform-api.url").unlink(missing_ok=True)
+    return stopped
+
+
+def status(settings: Settings) -> dict[str, dict]:
+    """Per service: running or not, PID, URL, log."""
+    found = records(settings)
+    report = {}
+    for service in services(settings):
+        record = found.get(service.name)
+        process = running(record) if record else None
+        report[service.name] = {
+            "running": process is not None,
+            "pid": record["pid"] if process else None,
+            "url": service.url,
+            "log": record["log"] if record else "",
+        }
+    return report
