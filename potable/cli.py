@@ -328,3 +328,78 @@ def main() -> None:  # pragma: no cover - console entry point
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@app.command()
+def release(
+    version: Annotated[str | None, typer.Option(help="Version to release (default: the champion)")] = None,
+    override_reason: Annotated[
+        str | None, typer.Option(help="Release a version that is not the champion; recorded in the audit trail")
+    ] = None,
+) -> None:
+    """Blue-green release of the champion behind nginx; rolls back by itself if the new slot misbehaves."""
+    home = _prepare_environment()
+    with prefect_api(home) as server:
+        from flows.release import ReleaseRefused, ReleaseRolledBack
+        from flows.release import release as release_flow
+
+        if server is not None:
+            server.wait_healthy()
+        try:
+            summary = release_flow(version=version, override_reason=override_reason, actor=_actor())
+        except (ReleaseRefused, ReleaseRolledBack) as exc:
+            _fail(f"release: {exc}")
+    print(json.dumps(summary, sort_keys=True))
+
+
+def _actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+rollout_app = typer.Typer(help="The local blue-green target (nginx + two BentoML slots).", no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
+
+
+def _blue_green():
+    from deployments.rollout import BlueGreen
+    from governance.audit import audit_log
+    from potable.settings import get_settings, load_config
+
+    settings = get_settings()
+    audit = audit_log(settings)
+
+    def record(action: str, details: dict) -> None:
+        audit.append(_actor(), action, {"slot": str(details.get("slot", ""))}, details)
+
+    return BlueGreen(settings.home_dir, load_config(settings.release_config), record)
+
+
+@rollout_app.command("status")
+def rollout_status() -> None:
+    """Which slot is live, with which version, Bento and digest."""
+    print(json.dumps(_blue_green().status(), indent=2, sort_keys=True))
+
+
+@rollout_app.command("rollback")
+def rollout_rollback() -> None:
+    """Switch the live path back to the previous slot (while it still runs: during the watch window)."""
+    from deployments.rollout import RolloutFailed
+
+    target = _blue_green()
+    previous = target.state.load().get("previous")
+    if not previous:
+        _fail("no previous slot to roll back to (it is retired once a release passes its watch window)")
+    try:
+        target.roll_back_to(previous, reason="manual rollback")
+    except RolloutFailed as exc:
+        _fail(str(exc))
+    typer.echo(f"live slot: {previous}")
+
+
+@rollout_app.command("stop")
+def rollout_stop() -> None:
+    """Stop the router and both slots."""
+    _blue_green().shutdown()
+    typer.echo("router and slots stopped")

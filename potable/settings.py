@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     validation_config: Path = Field(default=CONFIG_DIR / "validation.yaml")
     policy_config: Path = Field(default=CONFIG_DIR / "policy.yaml")
     monitoring_config: Path = Field(default=CONFIG_DIR / "monitoring.yaml")
+    release_config: Path = Field(default=CONFIG_DIR / "release.yaml")
     auto_approve: bool = Field(
         default=False, description="Dev only: approve promotions without an approver (audited as such)."
     )

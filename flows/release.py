@@ -1,0 +1,118 @@
+"""The `release` flow: approved champion → idle slot → checks → switch → watch → keep or roll back."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from deployments.rollout import BlueGreen, Outcome
+from governance.audit import audit_log
+from potable.alerts import FLOW_ALERT_HOOKS
+from potable.batches import read_batch
+from potable.settings import BUNDLED_DATA, MODEL_NAME, Settings, get_settings, load_config
+from tasks.data import split_batch
+from tasks.registry import setup_mlflow
+
+CHAMPION = "champion"
+
+
+class ReleaseRefused(Exception):
+    """The version may not go live: not the approved champion (and no override), or no Bento."""
+
+
+class ReleaseRolledBack(Exception):
+    """The new slot misbehaved after the switch; the live path is back on the previous slot."""
+
+
+@task(cache_policy=NO_CACHE)
+def releasable_version(version: str | None, override_reason: str | None, settings: Settings, actor: str):
+    """The champion (default), or another gated version only with a stated, audited override."""
+    setup_mlflow(settings)
+    client = MlflowClient()
+    try:
+        champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    except MlflowException:
+        champion = None
+    wanted = version or (champion.version if champion else None)
+    if wanted is None:
+        raise ReleaseRefused(f"no {MODEL_NAME} version has alias {CHAMPION!r}; approve one first (potable promote)")
+    mv = client.get_model_version(MODEL_NAME, str(wanted))
+    is_champion = champion is not None and str(champion.version) == str(mv.version)
+    if not is_champion and not override_reason:
+        raise ReleaseRefused(
+            f"{MODEL_NAME} v{mv.version} is not the approved champion "
+            f"(champion: {f'v{champion.version}' if champion else 'none'}); pass an override reason to release it"
+        )
+    if not is_champion:
+        audit_log(settings).append(
+            actor, "release_override", {"model_version": str(mv.version)}, {"reason": override_reason}
+        )
+    if not mv.tags.get("bento_tag"):
+        raise ReleaseRefused(f"{MODEL_NAME} v{mv.version} has no Bento (potable package --version {mv.version})")
+    return mv
+
+
+@task(cache_policy=NO_CACHE)
+def golden_set(version: str, rows: int, training: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Held-out rows of the bundled data and the registered model's own answers on them."""
+    golden = split_batch(read_batch(BUNDLED_DATA), training["test_size"], training["seed"]).X_test.head(rows)
+    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
+    return golden, model.predict_proba(golden)[:, 1]
+
+
+def recorder(settings: Settings, version: str, actor: str):
+    audit = audit_log(settings)
+
+    def record(action: str, details: dict[str, Any]) -> None:
+        audit.append(actor, action, {"model_version": version, "slot": str(details.get("slot", ""))}, details)
+
+    return record
+
+
+@flow(name="release", log_prints=True, **FLOW_ALERT_HOOKS)
+def release(version: str | None = None, override_reason: str | None = None, actor: str = "release-flow") -> dict:
+    """champion → idle slot → ready → smoke → latency → switch → watch → keep, or roll back automatically."""
+    settings = get_settings()
+    settings.ensure_dirs()
+    config = load_config(settings.release_config)
+    mv = releasable_version(version, override_reason, settings, actor)
+    golden, expected = golden_set(
+        str(mv.version), config["smoke"]["golden_rows"], load_config(settings.training_config)
+    )
+    target = BlueGreen(settings.home_dir, config, recorder(settings, str(mv.version), actor))
+    outcome = target.release(str(mv.version), mv.tags["bento_tag"], golden, expected, mv.tags.get("image_digest"))
+    return report(outcome, settings, actor)
+
+
+def report(outcome: Outcome, settings: Settings, actor: str) -> dict[str, Any]:
+    """Record the outcome on MLflow, the audit trail and a Prefect artifact; a rollback fails the flow."""
+    summary = asdict(outcome)
+    MlflowClient().set_model_version_tag(MODEL_NAME, outcome.version, "release", f"{outcome.status} ({outcome.slot})")
+    audit_log(settings).append(
+        actor, f"release_{outcome.status}", {"model_version": outcome.version, "slot": outcome.slot}, summary
+    )
+    create_markdown_artifact(
+        key="release",
+        markdown=f"# Release of {MODEL_NAME} v{outcome.version}: {outcome.status}\n\n"
+        f"live slot: **{outcome.slot}**; ready → switched {outcome.seconds_ready_to_switched:.2f} s"
+        + (
+            f"; breach {outcome.breach}, rolled back in {outcome.seconds_breach_to_rollback:.2f} s"
+            if outcome.breach
+            else ""
+        ),
+    )
+    if outcome.status == "rolled_back":
+        raise ReleaseRolledBack(
+            f"v{outcome.version} rolled back to slot {outcome.slot}: {outcome.breach} "
+            f"({outcome.seconds_breach_to_rollback:.2f} s after the breach was measured)"
+        )
+    return summary
