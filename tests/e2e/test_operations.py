@@ -76,6 +76,7 @@ def platform(request, tmp_path_factory, moto_endpoint, reference_frame):
         "POTABLE_SLACK_WEBHOOK_URL": slack.url,
         "POTABLE_TRAINING_CONFIG": str(home.parent / "training.yaml"),
         "POTABLE_WORKER_POLL_SECONDS": "1",
+        "POTABLE_START_TIMEOUT_SECONDS": "300",  # a loaded CI machine: MLflow alone has taken over 2 min
     }
     if request.param == "postgres":
         url = _postgres_url()
