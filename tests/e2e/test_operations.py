@@ -24,7 +24,7 @@ from tests.conftest import SlackReceiver, free_port
 
 pytestmark = pytest.mark.e2e
 POTABLE = str(Path(sys.executable).with_name("potable"))
-DEPLOYMENTS = {"train", "train-scheduled", "train-on-arrival", "promote", "monitor-drift"}
+DEPLOYMENTS = {"train", "train-scheduled", "train-on-arrival", "promote", "release", "monitor-drift"}
 
 
 def _postgres_url() -> str | None:
