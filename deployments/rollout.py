@@ -180,7 +180,9 @@ class BlueGreen:
         slot = self._slot(state, name)
         if slot is not None:
             stop_slot(slot)
-            state["slots"].pop(name, None)
+            retired = state["slots"].pop(name, None) or {}
+            if name != state["live"]:  # what a manual rollback would bring back
+                state["retired"] = {k: retired.get(k) for k in ("version", "bento_tag", "digest")}
             self.state.save(state)
 
     def release(

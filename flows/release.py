@@ -69,6 +69,43 @@ def golden_set(version: str, rows: int, training: dict[str, Any]) -> tuple[pd.Da
     return golden, model.predict_proba(golden)[:, 1]
 
 
+@task(cache_policy=NO_CACHE)
+def publish_image(version: str, settings: Settings, actor: str) -> dict[str, str]:
+    """The version's Bento as an OCI image in the registry; digest on the MLflow version and in the audit trail.
+
+    Tag = model version + short commit. For an ECR registry the repository is created if missing (scan on
+    push, immutable tags) and the push uses get_authorization_token's credentials.
+    """
+    from deployments import image
+
+    setup_mlflow(settings)
+    client = MlflowClient()
+    mv = client.get_model_version(MODEL_NAME, version)
+    if not mv.tags.get("bento_tag"):
+        raise ReleaseRefused(f"{MODEL_NAME} v{version} has no Bento (potable package --version {version})")
+    if settings.image_base == image.LOCAL_BASE:
+        image.ensure_base_image(settings.debian_mirror, settings.image_ca_dir)
+    credentials, tls_verify = None, settings.image_tls_verify
+    if image.is_ecr(settings.image_registry):
+        import boto3
+
+        from deployments.aws import ensure_repository, registry_login
+
+        ecr = boto3.client("ecr", region_name=settings.aws_region)
+        ensure_repository(ecr, settings.image_repository)
+        login = registry_login(ecr)
+        credentials, tls_verify = f"{login.username}:{login.password}", True
+    tag = f"{version}-{(mv.tags.get('git_commit') or 'nocommit')[:7]}"
+    pushed = image.publish(
+        mv.tags["bento_tag"], tag, settings.image_registry, settings.image_repository, tls_verify, credentials
+    )
+    client.set_model_version_tag(MODEL_NAME, version, "image", pushed.reference)
+    client.set_model_version_tag(MODEL_NAME, version, "image_digest", pushed.digest)
+    subject = {"model_version": version, "bento_tag": mv.tags["bento_tag"], "image_digest": pushed.digest}
+    audit_log(settings).append(actor, "image_pushed", subject, {"image": pushed.reference})
+    return {"image": pushed.reference, "digest": pushed.digest, "local": f"localhost/{settings.image_repository}:{tag}"}
+
+
 def recorder(settings: Settings, version: str, actor: str):
     audit = audit_log(settings)
 

@@ -352,6 +352,24 @@ def release(
     print(json.dumps(summary, sort_keys=True))
 
 
+@app.command()
+def image(version: Annotated[str, typer.Option(help="Gated version whose Bento becomes the image")]) -> None:
+    """Build the version's OCI image with buildah (no Docker daemon) and push it to POTABLE_IMAGE_REGISTRY."""
+    home = _prepare_environment()
+    with prefect_api(home) as server:
+        from deployments.image import ImageError
+        from flows.release import ReleaseRefused, publish_image
+        from potable.settings import get_settings
+
+        if server is not None:
+            server.wait_healthy()
+        try:
+            pushed = publish_image(version, get_settings(), _actor())
+        except (ImageError, ReleaseRefused) as exc:
+            _fail(f"image: {exc}")
+    print(json.dumps(pushed, sort_keys=True))
+
+
 def _actor() -> str:
     import getpass
 
@@ -384,18 +402,23 @@ def rollout_status() -> None:
 
 @rollout_app.command("rollback")
 def rollout_rollback() -> None:
-    """Switch the live path back to the previous slot (while it still runs: during the watch window)."""
+    """Back to the previous version: a switch while its slot still runs, else a release of that version."""
     from deployments.rollout import RolloutFailed
 
     target = _blue_green()
-    previous = target.state.load().get("previous")
-    if not previous:
-        _fail("no previous slot to roll back to (it is retired once a release passes its watch window)")
-    try:
-        target.roll_back_to(previous, reason="manual rollback")
-    except RolloutFailed as exc:
-        _fail(str(exc))
-    typer.echo(f"live slot: {previous}")
+    state = target.state.load()
+    previous = state.get("previous")
+    if previous and previous in state["slots"]:
+        try:
+            target.roll_back_to(previous, reason="manual rollback")
+        except RolloutFailed as exc:
+            _fail(str(exc))
+        typer.echo(f"live slot: {previous}")
+        return
+    retired = (state.get("retired") or {}).get("version")
+    if not retired:
+        _fail("nothing to roll back to: no earlier version has been live on this target")
+    release(version=retired, override_reason=f"manual rollback to v{retired}")
 
 
 @rollout_app.command("stop")

@@ -98,6 +98,19 @@ class Settings(BaseSettings):
     )
     worker_poll_seconds: float = Field(default=2.0, description="How often the worker asks for scheduled runs.")
     start_timeout_seconds: float = Field(default=120.0, description="`potable up`: wait this long per service.")
+    image_registry: str = Field(
+        default="127.0.0.1:5001", description="Registry images are pushed to (an ECR host selects the ECR login)."
+    )
+    image_repository: str = Field(default="potable-service", description="Repository name in the registry.")
+    image_tls_verify: bool = Field(default=False, description="TLS verification when pushing (true for ECR).")
+    image_base: str = Field(
+        default="localhost/potable-base:bookworm",
+        description="Base image of the Bento image; the default is built offline from the Debian mirror.",
+    )
+    image_ca_dir: Path = Field(
+        default=Path("/usr/local/share/ca-certificates"), description="Extra CA certificates trusted in the base."
+    )
+    debian_mirror: str = Field(default="http://deb.debian.org/debian", description="Mirror for the offline base.")
     alert_timeout_seconds: float = Field(default=10.0, description="Per-destination alert timeout.")
 
     @property

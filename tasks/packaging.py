@@ -89,7 +89,13 @@ def save_onnx_model(bentoml, model_uri: str, labels: dict[str, str], mv_tags: di
     return model, f"parity {export.max_abs_diff:.2e} on {export.rows_checked} rows"
 
 
-def build_bento(bentoml, labels: dict[str, str], served: dict[str, str]):
+def docker_options(settings: Settings) -> dict[str, str]:
+    """Image base for `bentoml containerize`: POTABLE_IMAGE_BASE (default the offline Debian base that
+    deployments/image.py builds; python:3.11-slim where Docker Hub is reachable)."""
+    return {"base_image": settings.image_base}
+
+
+def build_bento(bentoml, labels: dict[str, str], served: dict[str, str], settings: Settings):
     """Build the Bento from bentos/ with the model tags it serves written into it."""
     from bentoml._internal.bento.build_config import BentoEnvSchema  # the type bentos.build expects
 
@@ -107,6 +113,7 @@ def build_bento(bentoml, labels: dict[str, str], served: dict[str, str]):
             python={"packages": [*spec["python"]["packages"], *serving_requirements(), *onnx_requirements()]},
             envs=[BentoEnvSchema(name=k, value=v, stage="runtime") for k, v in served.items()],
             models=[v for v in served.values() if v],
+            docker=docker_options(settings),
             build_ctx=ctx,
         )
 
@@ -129,7 +136,7 @@ def package_version(version: str, settings: Settings, actor: str = "packaging") 
         "POTABLE_BENTO_MODEL_TAG": str(model.tag),
         "POTABLE_BENTO_ONNX_TAG": str(onnx_model.tag) if onnx_model else "",
     }
-    bento = build_bento(bentoml, labels | {"runtime": runtime}, served)
+    bento = build_bento(bentoml, labels | {"runtime": runtime}, served, settings)
     client.set_model_version_tag(MODEL_NAME, str(mv.version), "bento_tag", str(bento.tag))
     client.set_model_version_tag(MODEL_NAME, str(mv.version), "serving_runtime", f"{runtime} ({parity})")
     audit_log(settings).append(

@@ -108,3 +108,17 @@ def test_blue_to_green_under_load_drops_nothing(released) -> None:
 
     tag = MlflowClient(Settings().tracking_uri).get_model_version(MODEL_NAME, summary["version"]).tags["release"]
     assert tag == "released (green)"
+
+
+def test_manual_rollback_after_the_window_brings_the_previous_version_back(released) -> None:
+    from typer.testing import CliRunner
+
+    from potable.cli import app
+
+    home = released["home"]
+    assert _live_slot(home) == "green"  # v2, after the previous test; v1's slot was retired
+    result = CliRunner().invoke(app, ["rollout", "rollback"])
+    assert result.exit_code == 0, result.output
+    state = json.loads((home / "release" / "state.json").read_text())
+    assert state["live"] == "blue" and state["slots"]["blue"]["version"] == released["first"]["model_version"]
+    assert "manual rollback to v" in (home / "audit" / "audit.jsonl").read_text()
