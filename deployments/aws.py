@@ -139,9 +139,14 @@ class AwsBlueGreen:
         previous = self.live_slot()
         idle, taskdef = self.deploy_idle(image, container, family, desired)
         self.wait_stable(idle, rules["ready_timeout_seconds"], rules.get("poll_seconds", 5.0))
+        ready_at = time.monotonic()
         self.switch(idle)
+        switched_s = time.monotonic() - ready_at
         breach = self.watch(idle, previous, rules)
         if breach is None:  # the old service is scaled in only once the new one proved itself
             self.ecs.update_service(cluster=self.cluster, service=f"{self.prefix}-{previous}", desiredCount=0)
         live = previous if breach else idle
-        return {"status": "rolled_back" if breach else "released", "live": live, "taskdef": taskdef, "breach": breach}
+        status = "rolled_back" if breach else "released"
+        return {"status": status, "live": live, "previous": previous, "taskdef": taskdef, "breach": breach} | {
+            "seconds_ready_to_switched": switched_s
+        }

@@ -91,7 +91,7 @@ def publish_image(version: str, settings: Settings, actor: str) -> dict[str, str
 
         from deployments.aws import ensure_repository, registry_login
 
-        ecr = boto3.client("ecr", region_name=settings.aws_region)
+        ecr = boto3.client("ecr", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url)
         ensure_repository(ecr, settings.image_repository)
         login = registry_login(ecr)
         credentials, tls_verify = f"{login.username}:{login.password}", True
@@ -122,12 +122,48 @@ def release(version: str | None = None, override_reason: str | None = None, acto
     settings.ensure_dirs()
     config = load_config(settings.release_config)
     mv = releasable_version(version, override_reason, settings, actor)
+    if config.get("target", "local") == "aws":
+        return report(release_on_aws(mv, config, settings), settings, actor)
     golden, expected = golden_set(
         str(mv.version), config["smoke"]["golden_rows"], load_config(settings.training_config)
     )
     target = BlueGreen(settings.home_dir, config, recorder(settings, str(mv.version), actor))
     outcome = target.release(str(mv.version), mv.tags["bento_tag"], golden, expected, mv.tags.get("image_digest"))
     return report(outcome, settings, actor)
+
+
+def release_on_aws(mv, config: dict[str, Any], settings: Settings) -> Outcome:
+    """The AWS target (configs/release.yaml `target: aws`): the version's pushed image onto the idle ECS service."""
+    import boto3
+
+    from deployments.aws import AwsBlueGreen
+
+    if not mv.tags.get("image"):
+        raise ReleaseRefused(f"{MODEL_NAME} v{mv.version} has no pushed image (potable image --version {mv.version})")
+    aws = config["aws"]
+
+    def client(name: str):
+        return boto3.client(name, region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url)
+
+    target = AwsBlueGreen(
+        client("ecs"),
+        client("elbv2"),
+        client("cloudwatch"),
+        aws["cluster"],
+        aws["service_prefix"],
+        aws["listener_arn"],
+        aws["target_groups"],
+        aws["load_balancer"],
+    )
+    result = target.release(mv.tags["image"], aws["container"], aws["task_family"], aws["desired_count"], aws["rules"])
+    return Outcome(
+        result["status"],
+        str(mv.version),
+        result["live"],
+        result["previous"],
+        result["seconds_ready_to_switched"],
+        breach=result["breach"],
+    )
 
 
 def report(outcome: Outcome, settings: Settings, actor: str) -> dict[str, Any]:

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("POTABLE_SNS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL"),
         description="SNS API endpoint (moto, LocalStack); unset means AWS itself.",
     )
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("POTABLE_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+        description="Endpoint for ECR, ECS, ELBv2 and CloudWatch (moto, LocalStack); unset means AWS itself.",
+    )
     sqs_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("POTABLE_SQS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"),

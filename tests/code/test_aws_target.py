@@ -148,3 +148,48 @@ def test_cloudformation_template_creates_the_stack_on_moto(aws) -> None:
     alarms = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
     assert {a["MetricName"] for a in alarms.values()} == {"HTTPCode_Target_5XX_Count", "TargetResponseTime"}
     assert all(a["AlarmActions"] == [{"Ref": "AlertTopic"}] for a in alarms.values())
+
+
+def test_release_flow_with_the_aws_target(stack, prefect_api, settings, monkeypatch, moto_endpoint, tmp_path) -> None:
+    """`release` with `target: aws`: the champion's pushed image goes live on green via the ALB listener."""
+    import mlflow
+    import yaml
+    from mlflow import MlflowClient
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from flows.release import release
+    from potable.settings import CONFIG_DIR, FEATURES, MODEL_NAME, Settings
+    from tasks.registry import setup_mlflow
+
+    target, name = stack
+    monkeypatch.setenv("POTABLE_AWS_ENDPOINT_URL", moto_endpoint)
+    config = yaml.safe_load((CONFIG_DIR / "release.yaml").read_text()) | {"target": "aws"}
+    config["aws"] |= {
+        "cluster": name,
+        "service_prefix": name,
+        "listener_arn": target.listener_arn,
+        "target_groups": target.target_groups,
+        "load_balancer": target.load_balancer_dimension,
+        "task_family": name,
+        "rules": RULES,
+    }
+    (tmp_path / "release.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("POTABLE_RELEASE_CONFIG", str(tmp_path / "release.yaml"))
+    setup_mlflow(Settings())
+    frame = __import__("pandas").DataFrame([[1.0] * 9, [2.0] * 9], columns=list(FEATURES))
+    with mlflow.start_run():
+        model = make_pipeline(SimpleImputer(), LogisticRegression()).fit(frame, [0, 1])
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=MODEL_NAME, serialization_format="cloudpickle"
+        )
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(MODEL_NAME, "champion", version)
+    for key, value in {"bento_tag": "water-potability-service:x", "image": "registry/potable:9-abcdef0"}.items():
+        client.set_model_version_tag(MODEL_NAME, version, key, value)
+
+    summary = release()
+    assert summary["status"] == "released" and summary["slot"] == "green" and target.live_slot() == "green"
+    assert client.get_model_version(MODEL_NAME, version).tags["release"] == "released (green)"
