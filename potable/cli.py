@@ -426,3 +426,9 @@ def rollout_stop() -> None:
     """Stop the router and both slots."""
     _blue_green().shutdown()
     typer.echo("router and slots stopped")
+
+
+@app.command("rollback")
+def rollback() -> None:
+    """Same as `potable rollout rollback`: back to the previous version on the local blue-green target."""
+    rollout_rollback()
