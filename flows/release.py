@@ -52,12 +52,12 @@ def releasable_version(version: str | None, override_reason: str | None, setting
             f"{MODEL_NAME} v{mv.version} is not the approved champion "
             f"(champion: {f'v{champion.version}' if champion else 'none'}); pass an override reason to release it"
         )
-    if not is_champion:
-        audit_log(settings).append(
-            actor, "release_override", {"model_version": str(mv.version)}, {"reason": override_reason}
-        )
     if not mv.tags.get("bento_tag"):
         raise ReleaseRefused(f"{MODEL_NAME} v{mv.version} has no Bento (potable package --version {mv.version})")
+    # Who asked for which version and why; a non-champion release is an override, audited as such.
+    action = "release_requested" if is_champion else "release_override"
+    details = {"reason": override_reason or "approved champion", "champion": is_champion}
+    audit_log(settings).append(actor, action, {"model_version": str(mv.version)}, details)
     return mv
 
 
