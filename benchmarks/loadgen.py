@@ -16,7 +16,7 @@ import httpx
 @dataclass
 class LoadGenerator:
     url: str
-    payload: dict
+    payload: dict | list[dict]  # one body, or several sent in turn (varied traffic for the model-level canary)
     connections: int = 32
     results: list[tuple[float, float, int]] = field(default_factory=list)  # (start, end, status; 0 = error)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -24,11 +24,14 @@ class LoadGenerator:
 
     def _run(self) -> None:
         local: list[tuple[float, float, int]] = []
+        bodies = self.payload if isinstance(self.payload, list) else [self.payload]
+        sent = 0
         with httpx.Client(timeout=10) as client:
             while not self._stop.is_set():
                 began = time.monotonic()
+                body, sent = bodies[sent % len(bodies)], sent + 1
                 try:
-                    status = client.post(self.url, json=self.payload).status_code
+                    status = client.post(self.url, json=body).status_code
                 except httpx.HTTPError:
                     status = 0
                 local.append((began, time.monotonic(), status))

@@ -7,7 +7,6 @@ knows the model store only (never the flows), so a Bento is self-contained.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import hmac
 import json
@@ -99,24 +98,6 @@ class BearerTokenMiddleware:
             if not hmac.compare_digest(given, self.expected):
                 response = JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
                 await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-class FaultInjectionMiddleware:
-    """Chaos testing only (rollout rehearsals): while the file named by POTABLE_FAULT_FILE exists, prediction
-    calls fail (`error`: 500) or slow down (`slow:<ms>`). Without the variable this middleware is not added."""
-
-    def __init__(self, app, path: str) -> None:
-        self.app, self.path = app, Path(path)
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"].rstrip("/") in PROTECTED_PATHS and self.path.exists():
-            fault = self.path.read_text(encoding="utf-8").strip()
-            if fault.startswith("slow:"):
-                await asyncio.sleep(int(fault.removeprefix("slow:")) / 1000)
-            else:
-                await JSONResponse({"error": "injected fault"}, status_code=500)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -275,8 +256,6 @@ WaterPotability = bentoml.asgi_app(api, path="/")(WaterPotability)
 
 if os.environ.get("POTABLE_API_TOKEN"):
     WaterPotability.add_asgi_middleware(BearerTokenMiddleware, token=os.environ["POTABLE_API_TOKEN"])
-if os.environ.get("POTABLE_FAULT_FILE"):
-    WaterPotability.add_asgi_middleware(FaultInjectionMiddleware, path=os.environ["POTABLE_FAULT_FILE"])
 if os.environ.get("POTABLE_CORS_ORIGINS"):
     WaterPotability.add_asgi_middleware(
         CORSMiddleware,

@@ -1,6 +1,10 @@
 """Blue-green rollout on one machine: idle slot → ready → smoke → latency → switch → watch → keep or roll back.
 
 The old slot keeps serving until the watch window has passed, so a rollback is one graceful nginx reload.
+The window judges what clients see (the router's access log, probes through the router), whether the new
+slot's processes still live, and the model-level canary (its share of "potable" answers against its own
+hold-out and against the old slot's share just before). Whatever goes wrong inside the window, the live
+path goes back to the old slot: the flow never dies with the router pointing at a dead slot.
 State (which slot is live, with which version, Bento and image digest) lives in POTABLE_HOME/release/.
 """
 
@@ -9,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,17 +22,18 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
-from deployments.health import Window, read_snapshot, window
+from deployments.health import RouterLog, potable_share, read_classes
 from deployments.router import NginxRouter
-from deployments.slots import SlotProcess, start_slot, stop_slot, wait_ready
+from deployments.slots import SlotError, SlotProcess, start_slot, stop_slot, sweep_port, wait_ready
 
 SLOTS = ("blue", "green")
 Record = Callable[[str, dict[str, Any]], None]
 
 
 class RolloutFailed(RuntimeError):
-    """A pre-switch check failed: the live path was never touched."""
+    """A pre-switch check failed, or another release holds the target: the live path was never touched."""
 
 
 @dataclass
@@ -60,10 +66,13 @@ class RolloutState:
         os.replace(tmp, self.path)
 
 
+def records(golden: pd.DataFrame) -> list[dict[str, float | None]]:
+    return [{k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for row in golden.to_dict("records")]
+
+
 def smoke_test(slot: SlotProcess, golden: pd.DataFrame, expected: np.ndarray, tolerance: float) -> float:
     """The slot answers the golden rows as the registered model does; returns the largest difference."""
-    records = [{k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for row in golden.to_dict("records")]
-    response = httpx.post(f"{slot.url}/predict_batch", json={"samples": records}, timeout=30)
+    response = httpx.post(f"{slot.url}/predict_batch", json={"samples": records(golden)}, timeout=30)
     if response.status_code != 200:
         raise RolloutFailed(f"smoke test: slot {slot.name} answered {response.status_code}: {response.text[:300]}")
     got = np.array([p[1] for p in response.json()["probabilities"]])
@@ -87,20 +96,70 @@ def latency_check(slot: SlotProcess, sample: dict[str, Any], requests: int, max_
     return p99
 
 
-def breached(w: Window, rules: dict[str, Any]) -> bool:
-    if w.requests < rules["min_requests"]:
-        return False
-    return w.error_rate > rules["max_error_rate"] or w.p99_ms > rules["max_p99_ms"]
+def canary_breach(
+    answers: float, share: float, expected_share: float | None, old: tuple[float, float] | None, rules: dict
+) -> str | None:
+    """The model-level canary: too different a share of "potable" answers on live traffic rolls back."""
+    if answers < rules["min_requests"]:
+        return None
+    limit = rules["max_share_difference"]
+    if expected_share is not None and abs(share - expected_share) > limit:
+        return f"potable share {share:.1%} on live traffic vs {expected_share:.1%} on its hold-out"
+    if old is not None and old[0] >= rules["min_requests"] and abs(share - old[1]) > limit:
+        return f"potable share {share:.1%} vs {old[1]:.1%} from the previous version just before"
+    return None
+
+
+class Watch:
+    """One watch window over a just-switched slot; `check()` returns the reason to roll back, or None."""
+
+    def __init__(self, slot: SlotProcess, router: NginxRouter, rules: dict, canary: dict, baseline: dict) -> None:
+        self.slot, self.router, self.rules, self.canary = slot, router, rules, canary
+        self.log = RouterLog(router.access_log)
+        self.expected_share, self.old = baseline.get("expected_share"), baseline.get("old")
+        self.classes_at_switch = baseline.get("classes") or {0: 0.0, 1: 0.0}
+        self.failed_probes = 0
+        self.seen: list[dict[str, float]] = []
+
+    def probe(self) -> bool:
+        """/readyz through the router: the path a client takes, to the slot that is live now."""
+        try:
+            answer = httpx.get(f"{self.router.url}/readyz", timeout=self.rules["probe_timeout_seconds"])
+            return answer.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def check(self) -> str | None:
+        if not self.slot.alive():
+            return f"slot {self.slot.name} process exited"
+        self.failed_probes = 0 if self.probe() else self.failed_probes + 1
+        w = self.log.read(self.slot.port)
+        self.seen.append({"requests": w.requests, "error_rate": w.error_rate, "p99_ms": w.p99_ms})
+        if self.failed_probes >= self.rules["probe_failures"]:
+            return f"{self.failed_probes} probes through the router failed"
+        if w.requests >= self.rules["min_requests"]:
+            if w.error_rate > self.rules["max_error_rate"]:
+                return f"clients got 5xx on {w.error_rate:.1%} of {w.requests:.0f} predictions"
+            if w.p99_ms > self.rules["max_p99_ms"]:
+                return f"client p99 {w.p99_ms:.0f} ms over {w.requests:.0f} predictions"
+        try:
+            answers, share = potable_share(self.classes_at_switch, read_classes(self.slot.url, self.slot.version))
+        except httpx.HTTPError:
+            return None  # the probes above judge an unresponsive slot
+        return canary_breach(answers, share, self.expected_share, self.old, self.canary)
 
 
 class BlueGreen:
-    """The local target: two BentoML slots behind nginx."""
+    """The local target: two BentoML slots behind nginx. `slot_env` is the whole environment of a slot."""
 
-    def __init__(self, home: Path, config: dict[str, Any], record: Record) -> None:
-        self.home, self.config, self.record = home, config, record
+    def __init__(self, home: Path, config: dict[str, Any], record: Record, slot_env: dict[str, str]) -> None:
+        self.home, self.config, self.record, self.slot_env = home, config, record, slot_env
         router = config["router"]
         self.router = NginxRouter(home, router["listen"], router["rate_limit_per_second"], router["burst"])
         self.state = RolloutState(home)
+        # One release (or supervisor repair) at a time on this target, whoever starts it.
+        (home / "run").mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(str(home / "run" / "rollout.lock"))
 
     def status(self) -> dict[str, Any]:
         state = self.state.load()
@@ -112,6 +171,10 @@ class BlueGreen:
         data = state["slots"].get(name or "")
         return SlotProcess(**{k: data[k] for k in SlotProcess.__dataclass_fields__}) if data else None
 
+    def _serving(self, slot: SlotProcess, digest: str | None) -> dict[str, Any]:
+        """What an interval of `potable rollout history` says served."""
+        return {"slot": slot.name, "version": slot.version, "bento_tag": slot.bento_tag, "digest": digest}
+
     def prepare(self, version: str, bento_tag: str, golden: pd.DataFrame, expected: np.ndarray) -> SlotProcess:
         """Start the idle slot with the new Bento and check it; nothing live changes here."""
         state = self.state.load()
@@ -119,11 +182,11 @@ class BlueGreen:
         leftover = self._slot(state, idle)
         if leftover is not None:
             stop_slot(leftover)  # a previous release's slot that was never switched to
-        slot = start_slot(idle, self.config["slots"][idle], bento_tag, version, self.home)
+        slot = start_slot(idle, self.config["slots"][idle], bento_tag, version, self.home, self.slot_env)
         try:
             ready = wait_ready(slot, self.config["ready_timeout_seconds"])
             worst = smoke_test(slot, golden, expected, self.config["smoke"]["tolerance"])
-            sample = {k: (None if pd.isna(v) else float(v)) for k, v in golden.iloc[0].items()}
+            sample = records(golden.head(1))[0]
             check = self.config["latency_check"]
             p99 = latency_check(slot, sample, check["requests"], check["max_p99_ms"])
         except Exception:
@@ -143,25 +206,35 @@ class BlueGreen:
         state["slots"][slot.name] = slot.to_dict() | {"digest": digest}
         state["live"], state["previous"] = slot.name, previous
         self.state.save(state)
-        self.record("switched", {"slot": slot.name, "from": previous, "version": slot.version})
+        self.record("switched", self._serving(slot, digest) | {"from": previous})
         return previous
 
-    def watch(self, slot: SlotProcess, previous: str | None) -> tuple[dict | None, float | None, list[dict]]:
-        """Read the new slot's metrics each interval; on a breach switch back at once."""
+    def _classes(self, slot: SlotProcess | None) -> dict[int, float] | None:
+        try:
+            return read_classes(slot.url, slot.version) if slot is not None else None
+        except httpx.HTTPError:
+            return None
+
+    def watch(self, slot: SlotProcess, previous: str | None, baseline: dict) -> tuple[dict | None, float | None, list]:
+        """Judge the new slot each interval; on a breach (or any error while judging) switch back at once."""
         rules = self.config["watch"]
+        watch = Watch(slot, self.router, rules, self.config["canary"], baseline)
         deadline = time.monotonic() + rules["window_seconds"]
-        before, seen = read_snapshot(slot.url), []
         while time.monotonic() < deadline:
             time.sleep(rules["interval_seconds"])
-            after = read_snapshot(slot.url)
-            w = window(before, after)
-            before = after
-            seen.append({"requests": w.requests, "error_rate": w.error_rate, "p99_ms": w.p99_ms})
-            if breached(w, rules) and previous is not None:
+            try:
+                reason = watch.check()
+            except Exception as exc:  # noqa: BLE001 - whatever fails while judging, the old slot is safer
+                reason = f"watch failed: {type(exc).__name__}: {exc}"
+            if reason is not None and previous is not None:
                 measured = time.monotonic()
-                self.roll_back_to(previous, reason=f"error rate {w.error_rate:.1%}, p99 {w.p99_ms:.0f} ms")
-                return seen[-1], time.monotonic() - measured, seen
-        return None, None, seen
+                self.roll_back_to(previous, reason=reason)
+                return (
+                    {"reason": reason, **(watch.seen[-1] if watch.seen else {})},
+                    time.monotonic() - measured,
+                    watch.seen,
+                )
+        return None, None, watch.seen
 
     def roll_back_to(self, previous: str, reason: str) -> None:
         state = self.state.load()
@@ -172,7 +245,10 @@ class BlueGreen:
         self.router.switch(old.name, old.port)
         state["live"], state["previous"] = old.name, None
         self.state.save(state)
-        self.record("rolled_back", {"slot": old.name, "from": failed, "reason": reason})
+        self.record(
+            "rolled_back",
+            self._serving(old, state["slots"][old.name].get("digest")) | {"from": failed, "reason": reason},
+        )
 
     def retire(self, name: str | None) -> None:
         """Stop a slot that no longer serves (after the watch window, or a rolled-back one)."""
@@ -185,6 +261,18 @@ class BlueGreen:
                 state["retired"] = {k: retired.get(k) for k in ("version", "bento_tag", "digest")}
             self.state.save(state)
 
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold the target's lock, or RolloutFailed at once when another release or repair holds it."""
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            raise RolloutFailed("another release is running on this target; nothing was changed") from None
+        try:
+            yield
+        finally:
+            self.lock.release()
+
     def release(
         self,
         version: str,
@@ -192,30 +280,78 @@ class BlueGreen:
         golden: pd.DataFrame,
         expected: np.ndarray,
         digest: str | None = None,
+        expected_share: float | None = None,
         on_switched: Callable[[SlotProcess], None] | None = None,
     ) -> Outcome:
-        slot = self.prepare(version, bento_tag, golden, expected)
-        ready_at = time.monotonic()
+        with self.holding():
+            self.router.trim_access_log()
+            slot = self.prepare(version, bento_tag, golden, expected)
+            state = self.state.load()
+            old = self._slot(state, state["live"])
+            old_before = self._classes(old)
+            ready_at = time.monotonic()
+            try:
+                previous = self.switch(slot, digest)
+            except Exception:
+                stop_slot(slot)  # the router refused: the live path is unchanged, the new slot goes
+                raise
+            switched_s = time.monotonic() - ready_at
+            old_after = self._classes(old)
+            baseline = {"expected_share": expected_share, "classes": self._classes(slot)}
+            if old_before is not None and old_after is not None:
+                baseline["old"] = potable_share(old_before, old_after)
+            if on_switched is not None:
+                on_switched(slot)
+            breach, rollback_s, seen = self.watch(slot, previous, baseline)
+            if breach is not None:
+                self.retire(slot.name)
+                return Outcome("rolled_back", version, previous or "", slot.name, switched_s, breach, rollback_s, seen)
+            self.retire(previous)
+            return Outcome("released", version, slot.name, previous, switched_s, watched=seen)
+
+    def repair(self) -> dict[str, Any] | None:
+        """Outside a release: restart a live slot that died, and the router if it is down (`potable up`)."""
         try:
-            previous = self.switch(slot, digest)
-        except Exception:
-            stop_slot(slot)  # the router refused: the live path is unchanged, the new slot goes
-            raise
-        switched_s = time.monotonic() - ready_at
-        if on_switched is not None:
-            on_switched(slot)
-        breach, rollback_s, seen = self.watch(slot, previous)
-        if breach is not None:
-            self.retire(slot.name)
-            return Outcome("rolled_back", version, previous or "", slot.name, switched_s, breach, rollback_s, seen)
-        self.retire(previous)
-        return Outcome("released", version, slot.name, previous, switched_s, watched=seen)
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            return None  # a release is judging the slots right now
+        try:
+            state = self.state.load()
+            live = self._slot(state, state["live"])
+            if live is None:
+                return None
+            done: dict[str, Any] = {}
+            if not live.alive():
+                began = time.monotonic()
+                sweep_port(live.port)
+                fresh = start_slot(live.name, live.port, live.bento_tag, live.version, self.home, self.slot_env)
+                try:
+                    wait_ready(fresh, self.config["ready_timeout_seconds"])
+                except SlotError as exc:
+                    stop_slot(fresh)
+                    return {"slot": live.name, "restarted": False, "error": str(exc)}
+                state = self.state.load()
+                digest = state["slots"][live.name].get("digest")
+                state["slots"][live.name] = fresh.to_dict() | {"digest": digest}
+                self.state.save(state)
+                done = {"restarted": True, "recovery_s": round(time.monotonic() - began, 2)}
+                self.record("slot_restarted", self._serving(fresh, digest) | done)
+            if self.router.pid() is None:
+                self.router.start(live.name, live.port)
+                done["router_restarted"] = True
+                self.record("router_restarted", {"slot": live.name})
+            return (done | {"slot": live.name, "version": live.version}) if done else None
+        finally:
+            self.lock.release()
 
     def shutdown(self) -> None:
         """Stop router and slots (tests, `potable rollout stop`)."""
-        self.router.stop()
-        for name in SLOTS:
-            self.retire(name)
-        state = self.state.load()
-        state["live"] = None
-        self.state.save(state)
+        with self.holding():
+            self.router.stop()
+            for name in SLOTS:
+                self.retire(name)
+            state = self.state.load()
+            if state["live"] is not None:
+                self.record("stopped", {"slot": state["live"]})
+            state["live"] = None
+            self.state.save(state)

@@ -34,6 +34,15 @@ class NginxRouter:
         self.listen, self.rate, self.burst = listen, rate_limit_per_second, burst
 
     @property
+    def access_log(self) -> Path:
+        return self.log_dir / "router-access.log"
+
+    def trim_access_log(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        """Start a release with a short log: nginx appends (O_APPEND), so truncating in place is safe."""
+        if self.access_log.exists() and self.access_log.stat().st_size > max_bytes:
+            os.truncate(self.access_log, 0)
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.listen}"
 

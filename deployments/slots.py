@@ -1,13 +1,22 @@
-"""A slot: one BentoML server (a Bento served directly) on a fixed port, in its own process group."""
+"""A slot: one BentoML server (a Bento served directly) on a fixed port, whole or not at all.
+
+`bentoml serve` runs its workers in their own sessions: killing the server (or its process group) used
+to leave workers behind that kept serving the old model on the slot's port. Where the kernel allows it
+(root, or user namespaces), a slot therefore runs in its own PID namespace (`unshare --pid --kill-child`):
+when the slot's server or the unshare process dies, the kernel ends every process of the slot. Stopping
+a slot also ends whatever BentoML process still listens on its port, so nothing of an old slot serves on.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess  # nosec B404 # runs our own bentoml CLI with fixed arguments
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import httpx
@@ -43,23 +52,27 @@ class SlotProcess:
             return False
 
 
-def fault_file(home: Path, slot: str) -> Path:
-    """Rehearsal switch: while this file exists the slot's predictions fail (see bentos/service.py)."""
-    return home / "run" / f"fault-{slot}"
+@lru_cache(maxsize=1)
+def namespace_prefix() -> tuple[str, ...]:
+    """`unshare` in a new PID namespace if this machine allows it, else nothing (the port sweep still runs)."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return ()
+    argv = (unshare, "--pid", "--fork", "--kill-child", "--mount-proc")
+    probe = subprocess.run([*argv, "true"], capture_output=True, timeout=10)  # nosec B603 # fixed argv
+    return argv if probe.returncode == 0 else ()
 
 
-def start_slot(name: str, port: int, bento_tag: str, version: str, home: Path) -> SlotProcess:
+def start_slot(name: str, port: int, bento_tag: str, version: str, home: Path, env: dict[str, str]) -> SlotProcess:
+    """`env` is the whole environment of the slot (potable.environment.child_env): nothing is inherited."""
     log = home / "logs" / f"slot-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "POTABLE_HOME": str(home), "POTABLE_FAULT_FILE": str(fault_file(home, name))}
+    sweep_port(port)  # an orphan of an earlier slot must not answer in this one's place
     bentoml_cli = str(Path(sys.executable).with_name("bentoml"))
+    argv = [*namespace_prefix(), bentoml_cli, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "ab") as out:
         process = subprocess.Popen(  # nosec B603 # fixed argv, no shell
-            [bentoml_cli, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     started = psutil.Process(process.pid).create_time()
     return SlotProcess(name, port, bento_tag, version, process.pid, started, str(log))
@@ -80,16 +93,50 @@ def wait_ready(slot: SlotProcess, timeout: float) -> float:
     raise SlotError(f"slot {slot.name} not ready after {timeout:.0f} s; see {slot.log}")
 
 
-def stop_slot(slot: SlotProcess, timeout: float = 30.0) -> None:
-    """SIGTERM the slot's process group (BentoML drains), SIGKILL what is left."""
-    if not slot.alive():
-        return
-    members = [psutil.Process(slot.pid), *psutil.Process(slot.pid).children(recursive=True)]
-    os.killpg(slot.pid, signal.SIGTERM)
-    _, alive = psutil.wait_procs(members, timeout=timeout)
-    if alive:
+def listeners(port: int) -> list[psutil.Process]:
+    """BentoML processes listening on a loopback port (other programs on it are none of ours)."""
+    found = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            try:
+                process = psutil.Process(conn.pid)
+                if "bentoml" in " ".join(process.cmdline()):
+                    found.append(process)
+            except psutil.Error:
+                continue
+    return found
+
+
+def sweep_port(port: int, timeout: float = 10.0) -> int:
+    """End every BentoML process still listening on the slot's port; returns how many there were."""
+    left = listeners(port)
+    for process in left:
         try:
-            os.killpg(slot.pid, signal.SIGKILL)
+            process.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(left, timeout=timeout)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    return len(left)
+
+
+def stop_slot(slot: SlotProcess, timeout: float = 30.0) -> None:
+    """SIGTERM the slot's process group (BentoML drains), SIGKILL what is left, then sweep its port."""
+    if slot.alive():
+        members = [psutil.Process(slot.pid), *psutil.Process(slot.pid).children(recursive=True)]
+        try:
+            os.killpg(slot.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        psutil.wait_procs(alive, timeout=5)
+        _, alive = psutil.wait_procs(members, timeout=timeout)
+        if alive:
+            try:
+                os.killpg(slot.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            psutil.wait_procs(alive, timeout=5)
+    sweep_port(slot.port)

@@ -12,13 +12,14 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
 from governance.audit import audit_log
 from potable.alerts import FLOW_ALERT_HOOKS
-from potable.settings import MODEL_NAME, get_settings, load_config
+from potable.settings import EVENT_RESOURCE_PREFIX, MODEL_NAME, get_settings, load_config
 from tasks.registry import CHAMPION_ALIAS, setup_mlflow
 
 PROMOTE_FLOW = "promote"
@@ -43,7 +44,12 @@ def current_champion(client: MlflowClient) -> str | None:
         return None
 
 
-def check_promotable(client: MlflowClient, version: str) -> None:
+def check_promotable(client: MlflowClient, version: str) -> bool:
+    """True when there is a decision to ask for; False when the version already is the champion.
+
+    Refused: unknown versions, versions that failed the gate, and versions already decided (a decision is
+    final; a new version is trained and gated instead).
+    """
     try:
         tags = client.get_model_version(MODEL_NAME, version).tags
     except MlflowException as exc:
@@ -51,6 +57,20 @@ def check_promotable(client: MlflowClient, version: str) -> None:
     if tags.get("gate_passed") != "true":
         failed = tags.get("gate_failed_rules", "no governance verdict recorded")
         raise PromotionRefused(f"{MODEL_NAME} v{version} did not pass the policy gate ({failed}); not promoted")
+    if current_champion(client) == version:
+        return False
+    if tags.get("approval"):
+        raise PromotionRefused(f"{MODEL_NAME} v{version} was already decided ({tags['approval']}); not asked again")
+    return True
+
+
+def announce(decision: str, version: str, approver: str) -> None:
+    """`potable.model.promoted` (the `release` deployment's trigger) or `potable.model.rejected`."""
+    emit_event(
+        f"potable.model.{decision}",
+        resource={"prefect.resource.id": f"{EVENT_RESOURCE_PREFIX}.{version}"},
+        payload={"version": version, "approver": approver},
+    )
 
 
 @flow(name=PROMOTE_FLOW, log_prints=True, **FLOW_ALERT_HOOKS)
@@ -61,7 +81,9 @@ def promote(version: str) -> dict[str, Any]:
     setup_mlflow(settings)
     client = MlflowClient()
     version = str(version)
-    check_promotable(client, version)
+    if not check_promotable(client, version):
+        logger.info("v%s already is the champion; nothing to decide", version)
+        return {"version": version, "decision": "already champion", "champion": version}
     audit = audit_log(settings)
     if settings.auto_approve:
         approval = ApprovalInput(
@@ -85,6 +107,7 @@ def promote(version: str) -> dict[str, Any]:
     if approval.decision == "reject":
         audit.append(approval.approver, "promotion_rejected", subject, details)
         client.set_model_version_tag(MODEL_NAME, version, "approval", f"rejected by {approval.approver}")
+        announce("rejected", version, approval.approver)
         return {
             "version": version,
             "decision": "reject",
@@ -101,6 +124,7 @@ def promote(version: str) -> dict[str, Any]:
         subject,
         {"alias": CHAMPION_ALIAS, "from_version": previous, "to_version": version},
     )
+    announce("promoted", version, approval.approver)
     create_markdown_artifact(
         key="promotion",
         markdown=f"## v{version} is champion\n\nApproved by "

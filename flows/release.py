@@ -10,19 +10,23 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from prefect import flow, task
+from prefect import flow, get_client, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+from prefect.events import emit_event
 
-from deployments.rollout import BlueGreen, Outcome
+from deployments.rollout import BlueGreen, Outcome, RolloutFailed
 from governance.audit import audit_log
 from potable.alerts import FLOW_ALERT_HOOKS
 from potable.batches import read_batch
+from potable.environment import child_env
 from potable.settings import BUNDLED_DATA, MODEL_NAME, Settings, get_settings, load_config
 from tasks.data import split_batch
 from tasks.registry import setup_mlflow
 
 CHAMPION = "champion"
+RELEASE_LIMIT = "potable-release"  # Prefect global concurrency limit: one release at a time, queued
 
 
 class ReleaseRefused(Exception):
@@ -62,11 +66,13 @@ def releasable_version(version: str | None, override_reason: str | None, setting
 
 
 @task(cache_policy=NO_CACHE)
-def golden_set(version: str, rows: int, training: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
-    """Held-out rows of the bundled data and the registered model's own answers on them."""
-    golden = split_batch(read_batch(BUNDLED_DATA), training["test_size"], training["seed"]).X_test.head(rows)
+def golden_set(version: str, rows: int, training: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray, float]:
+    """Held-out rows, the registered model's own answers on them, and its share called potable on the hold-out."""
+    hold_out = split_batch(read_batch(BUNDLED_DATA), training["test_size"], training["seed"]).X_test
     model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
-    return golden, model.predict_proba(golden)[:, 1]
+    threshold = float(MlflowClient().get_model_version(MODEL_NAME, version).tags.get("threshold", 0.5))
+    proba = model.predict_proba(hold_out)[:, 1]
+    return hold_out.head(rows), proba[:rows], float(np.mean(proba >= threshold))
 
 
 @task(cache_policy=NO_CACHE)
@@ -115,20 +121,50 @@ def recorder(settings: Settings, version: str, actor: str):
     return record
 
 
+def local_target(settings: Settings, config: dict[str, Any], version: str, actor: str) -> BlueGreen:
+    """The nginx + two-slot target; every slot gets the environment derived from the settings."""
+    return BlueGreen(settings.home_dir, config, recorder(settings, version, actor), child_env(settings))
+
+
+def one_release_at_a_time(timeout_seconds: float):
+    """Prefect's global concurrency limit `potable-release` (created with one slot): a second release queues."""
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(RELEASE_LIMIT, 1)
+    return concurrency(RELEASE_LIMIT, occupy=1, timeout_seconds=timeout_seconds, strict=True)
+
+
 @flow(name="release", log_prints=True, **FLOW_ALERT_HOOKS)
 def release(version: str | None = None, override_reason: str | None = None, actor: str = "release-flow") -> dict:
-    """champion → idle slot → ready → smoke → latency → switch → watch → keep, or roll back automatically."""
+    """champion → (image) → idle slot → ready → smoke → latency → switch → watch → keep, or roll back."""
     settings = get_settings()
     settings.ensure_dirs()
     config = load_config(settings.release_config)
     mv = releasable_version(version, override_reason, settings, actor)
+    try:
+        with one_release_at_a_time(config.get("queue_timeout_seconds", 900)):
+            return roll_out(mv, config, settings, actor)
+    except TimeoutError:
+        raise ReleaseRefused(f"another release kept the target busy; v{mv.version} was not released") from None
+    except RolloutFailed as exc:
+        raise ReleaseRefused(f"v{mv.version} was not released, the live path is unchanged: {exc}") from exc
+
+
+def roll_out(mv, config: dict[str, Any], settings: Settings, actor: str) -> dict:
     if config.get("target", "local") == "aws":
+        if not mv.tags.get("image"):
+            publish_image(str(mv.version), settings, actor)
+            mv = MlflowClient().get_model_version(MODEL_NAME, str(mv.version))
         return report(release_on_aws(mv, config, settings), settings, actor)
-    golden, expected = golden_set(
+    if config.get("image", {}).get("build_local") and not mv.tags.get("image_digest"):
+        publish_image(str(mv.version), settings, actor)
+        mv = MlflowClient().get_model_version(MODEL_NAME, str(mv.version))
+    golden, expected, share = golden_set(
         str(mv.version), config["smoke"]["golden_rows"], load_config(settings.training_config)
     )
-    target = BlueGreen(settings.home_dir, config, recorder(settings, str(mv.version), actor))
-    outcome = target.release(str(mv.version), mv.tags["bento_tag"], golden, expected, mv.tags.get("image_digest"))
+    target = local_target(settings, config, str(mv.version), actor)
+    outcome = target.release(
+        str(mv.version), mv.tags["bento_tag"], golden, expected, mv.tags.get("image_digest"), expected_share=share
+    )
     return report(outcome, settings, actor)
 
 
@@ -169,6 +205,11 @@ def release_on_aws(mv, config: dict[str, Any], settings: Settings) -> Outcome:
 def report(outcome: Outcome, settings: Settings, actor: str) -> dict[str, Any]:
     """Record the outcome on MLflow, the audit trail and a Prefect artifact; a rollback fails the flow."""
     summary = asdict(outcome)
+    emit_event(
+        f"potable.release.{outcome.status}",
+        resource={"prefect.resource.id": f"potable.model.{MODEL_NAME}.{outcome.version}"},
+        payload={k: summary[k] for k in ("version", "slot", "previous_slot", "breach")},
+    )
     MlflowClient().set_model_version_tag(MODEL_NAME, outcome.version, "release", f"{outcome.status} ({outcome.slot})")
     audit_log(settings).append(
         actor, f"release_{outcome.status}", {"model_version": outcome.version, "slot": outcome.slot}, summary

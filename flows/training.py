@@ -9,12 +9,13 @@ from typing import Any
 import mlflow
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.runtime import flow_run
+from prefect.events import emit_event
+from prefect.runtime import deployment, flow_run
 
 from governance.audit import audit_log
 from potable.alerts import FLOW_ALERT_HOOKS
 from potable.batches import Batch
-from potable.settings import BUNDLED_DATA, MODEL_NAME, Settings, get_settings, load_config
+from potable.settings import BUNDLED_DATA, EVENT_RESOURCE_PREFIX, MODEL_NAME, Settings, get_settings, load_config
 from tasks.data import Split, load_batch, read_batch, split_batch_task
 from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
 from tasks.governance import GovernanceVerdict, govern_task
@@ -212,6 +213,23 @@ def govern_and_package(
     return verdict, packaged
 
 
+def announce_gated(summary: dict[str, Any]) -> None:
+    """`potable.model.gated`: the `promote` deployment's trigger, so the approval form waits in the UI at once."""
+    emit_event(
+        "potable.model.gated",
+        resource={
+            "prefect.resource.id": f"{EVENT_RESOURCE_PREFIX}.{summary['model_version']}",
+            "prefect.resource.name": f"{MODEL_NAME} v{summary['model_version']}",
+        },
+        payload={
+            "version": str(summary["model_version"]),
+            "bento_tag": summary["bento_tag"],
+            "metrics": summary["metrics"],
+            "data": summary["data"],
+        },
+    )
+
+
 def summarise(t: Trained, batch: Batch, verdict: GovernanceVerdict, packaged: Packaged | None) -> dict[str, Any]:
     r = t.registered
     return {
@@ -255,7 +273,12 @@ def train(
     verdict, packaged = govern_and_package(trained, parts, batch, report, config, settings)
     summary = summarise(trained, batch, verdict, packaged)
     publish_summary(summary, trained.tuning, trained.evaluation)
-    if verdict.passed and settings.auto_approve:
+    if not verdict.passed:
+        return summary
+    announce_gated(summary)
+    # A deployed run hands over to the `promote` deployment through the event; a run started from the CLI
+    # (private Prefect server, no deployments) with auto-approve promotes here instead.
+    if settings.auto_approve and deployment.id is None:
         from flows.promotion import promote
 
         summary["promotion"] = promote(version=trained.registered.version)

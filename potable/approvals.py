@@ -38,3 +38,37 @@ def answer_promotion(version: str, approver: str, decision: str, comment: str = 
     run_id = waiting_promotion(version)
     resume_flow_run(run_id, run_input=answer.model_dump())
     return run_id
+
+
+def pending_approvals() -> list[dict[str, str]]:
+    """Every paused `promote` run: version, test metrics from the registry, since when, its UI page."""
+    from mlflow import MlflowClient
+
+    from potable.alerts import flow_run_url
+    from potable.settings import MODEL_NAME, get_settings
+    from tasks.registry import setup_mlflow
+
+    setup_mlflow(get_settings())
+    registry = MlflowClient()
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[PROMOTE_FLOW])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+            ),
+        )
+    pending = []
+    for run in sorted(runs, key=lambda r: r.created):
+        version = str(run.parameters.get("version"))
+        tags = registry.get_model_version(MODEL_NAME, version).tags
+        pending.append(
+            {
+                "version": version,
+                "since": run.state.timestamp.isoformat(timespec="seconds") if run.state else "",
+                "roc_auc": tags.get("test_roc_auc", "?")[:6],
+                "false_potable_rate": tags.get("test_false_potable_rate", "?")[:6],
+                "url": flow_run_url(run),
+                "flow_run_id": str(run.id),
+            }
+        )
+    return pending

@@ -12,20 +12,19 @@ import typer
 
 from potable.prefect_api import prefect_api
 
-app = typer.Typer(help="potable: a governed ML lifecycle for a water-potability classifier.", no_args_is_help=True)
+app = typer.Typer(
+    help="potable: a governed ML lifecycle for a water-potability classifier.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 
 def _prepare_environment() -> Path:
-    """Keep Prefect's own state beside ours unless the user points Prefect elsewhere; return the home."""
+    """This command's process gets the environment derived from the settings (potable/environment.py)."""
+    from potable.environment import apply
     from potable.settings import get_settings
 
-    settings = get_settings()
-    settings.ensure_dirs()
-    os.environ.setdefault("PREFECT_HOME", str(settings.home_dir / "prefect"))
-    # No phoning home: the platform runs on closed networks.
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    return settings.home_dir
+    return apply(get_settings()).home_dir
 
 
 def _fail(message: str) -> None:
@@ -322,14 +321,6 @@ def governance_report(
     typer.echo(str(path))
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @app.command()
 def release(
     version: Annotated[str | None, typer.Option(help="Version to release (default: the champion)")] = None,
@@ -380,18 +371,22 @@ rollout_app = typer.Typer(help="The local blue-green target (nginx + two BentoML
 app.add_typer(rollout_app, name="rollout")
 
 
-def _blue_green():
+def _blue_green(actor: str | None = None):
     from deployments.rollout import BlueGreen
     from governance.audit import audit_log
+    from potable.environment import apply, child_env
     from potable.settings import get_settings, load_config
 
-    settings = get_settings()
+    settings = apply(get_settings())
     audit = audit_log(settings)
 
     def record(action: str, details: dict) -> None:
-        audit.append(_actor(), action, {"slot": str(details.get("slot", ""))}, details)
+        subject = {"slot": str(details.get("slot", ""))}
+        if details.get("version"):
+            subject["model_version"] = str(details["version"])
+        audit.append(actor or _actor(), action, subject, details)
 
-    return BlueGreen(settings.home_dir, load_config(settings.release_config), record)
+    return BlueGreen(settings.home_dir, load_config(settings.release_config), record, child_env(settings))
 
 
 @rollout_app.command("status")
@@ -424,8 +419,100 @@ def rollout_rollback() -> None:
 @rollout_app.command("stop")
 def rollout_stop() -> None:
     """Stop the router and both slots."""
-    _blue_green().shutdown()
+    from deployments.rollout import RolloutFailed
+
+    try:
+        _blue_green().shutdown()
+    except RolloutFailed as exc:
+        _fail(str(exc))
     typer.echo("router and slots stopped")
+
+
+@rollout_app.command("history")
+def rollout_history(as_json: Annotated[bool, typer.Option("--json", help="JSON, for machines")] = False) -> None:
+    """What served when: each switch, rollback, restart and stop as an interval (version, Bento, digest, slot)."""
+    from deployments.history import served_intervals
+    from governance.audit import audit_log
+    from potable.settings import get_settings
+
+    intervals = served_intervals(audit_log(get_settings()).entries())
+    if as_json:
+        print(json.dumps(intervals, indent=2))
+        return
+    if not intervals:
+        typer.echo("nothing has been live on this target yet")
+    for i in intervals:
+        until = i["to"] or "now (live)"
+        digest = (i["digest"] or "no image")[:19]
+        typer.echo(f"{i['from']}  →  {until:<32}  v{i['version']:<4} {i['slot']:<6} {digest:<20} {i['because']}")
+
+
+@rollout_app.command("supervise")
+def rollout_supervise(
+    interval: Annotated[float, typer.Option(help="Seconds between checks")] = 2.0,
+    once: Annotated[bool, typer.Option(help="Check once and exit")] = False,
+) -> None:
+    """Keep the live slot and the router up (started by `potable up`): restart what died, audit and alert."""
+    import time
+
+    from potable.alerts import Alert, send_alert
+    from potable.settings import get_settings
+
+    target = _blue_green(actor="supervisor")
+    while True:
+        repaired = target.repair()
+        if repaired:
+            typer.echo(json.dumps(repaired), err=True)
+            restarted = repaired.get("restarted", True)
+            send_alert(
+                Alert(
+                    title=f"live slot {repaired['slot']} {'restarted' if restarted else 'could not be restarted'}",
+                    status="warning" if restarted else "failed",
+                    model_version=str(repaired.get("version", "")),
+                    reason=json.dumps(repaired),
+                ),
+                get_settings(),
+            )
+        if once:
+            return
+        time.sleep(interval)
+
+
+@app.command()
+def approvals() -> None:
+    """Promotions waiting for a person: version, test metrics, since when, and the run's page in the Prefect UI."""
+    home = _prepare_environment()
+    from potable.prefect_api import running_api_url
+
+    api = running_api_url(home)
+    if not api:
+        _fail("no Prefect API to ask: start the platform (`potable up`) or set PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api
+    from potable.approvals import pending_approvals
+
+    pending = pending_approvals()
+    if not pending:
+        typer.echo("no promotion waits for approval")
+    for p in pending:
+        typer.echo(
+            f"v{p['version']:<4} waiting since {p['since']}  roc_auc {p['roc_auc']}  "
+            f"false-potable {p['false_potable_rate']}  {p['url']}"
+        )
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """The console entry point: an error a user can meet is one readable line (POTABLE_DEBUG=1: traceback)."""
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - the last line of defence between a user and a traceback
+        if os.environ.get("POTABLE_DEBUG", "").lower() in ("1", "true", "yes"):
+            raise
+        typer.secho(f"error: {exc} ({type(exc).__name__}; POTABLE_DEBUG=1 shows the traceback)", err=True, fg="red")
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
 
 
 @app.command("rollback")

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import psutil
 
+from potable.environment import child_env
 from potable.settings import PROJECT_ROOT, Settings
 
 WORK_POOL = "potable-process"
-STOP_ORDER = ("watcher", "worker", "mlflow", "prefect-server")
+STOP_ORDER = ("supervisor", "watcher", "worker", "mlflow", "prefect-server")
 
 
 class PlatformError(RuntimeError):
@@ -51,18 +52,12 @@ def api_url(settings: Settings) -> str:
 
 def platform_env(settings: Settings) -> dict[str, str]:
     """What every service (and every flow run the worker starts) sees."""
-    env = {
-        **os.environ,
-        "POTABLE_HOME": str(settings.home_dir),
-        "POTABLE_PROJECT_DIR": str(PROJECT_ROOT),
-        "PREFECT_HOME": os.environ.get("PREFECT_HOME", str(settings.home_dir / "prefect")),
-        "PREFECT_API_URL": api_url(settings),
-        "PREFECT_UI_URL": f"http://127.0.0.1:{settings.prefect_port}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "GX_ANALYTICS_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": str(settings.worker_poll_seconds),
-        "MLFLOW_TRACKING_URI": settings.tracking_uri,
-    }
+    env = child_env(
+        settings,
+        PREFECT_API_URL=api_url(settings),
+        PREFECT_UI_URL=f"http://127.0.0.1:{settings.prefect_port}",
+        PREFECT_WORKER_QUERY_SECONDS=str(settings.worker_poll_seconds),
+    )
     if settings.prefect_database_url:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url.get_secret_value()
     return env
@@ -84,6 +79,8 @@ def services(settings: Settings) -> list[Service]:
             f"http://127.0.0.1:{settings.mlflow_port}",
         ),
         Service("watcher", [_bin("potable"), "watch", settings.landing]),
+        # Restarts the live slot (and the router) if it dies outside a release; audited and alerted.
+        Service("supervisor", [_bin("potable"), "rollout", "supervise"]),
     ]
 
 
@@ -153,12 +150,14 @@ def register_deployments(settings: Settings, env: dict[str, str]) -> None:
     steps = [
         [prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
         [prefect, "--no-prompt", "deploy", "--all"],
+        # One release at a time, whoever starts it (flows/release.py waits on this limit).
+        [prefect, "global-concurrency-limit", "create", "potable-release", "--limit", "1"],
     ]
     log = settings.home_dir / "logs" / "deploy.log"
     for argv in steps:
         with open(log, "ab") as out:
             done = subprocess.run(argv, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # nosec B603
-        if done.returncode != 0:
+        if done.returncode != 0 and "global-concurrency-limit" not in argv:  # exists already: fine
             raise PlatformError(f"`{' '.join(argv[1:])}` failed with exit code {done.returncode}; see {log}")
 
 

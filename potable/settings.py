@@ -20,6 +20,7 @@ CONFIG_DIR = PROJECT_ROOT / "configs"
 BUNDLED_DATA = PROJECT_ROOT / "data" / "water_potability.csv"
 
 MODEL_NAME = "water-potability"
+EVENT_RESOURCE_PREFIX = f"potable.model.{MODEL_NAME}"  # Prefect event resources: <prefix>.<version>
 FEATURES: tuple[str, ...] = (
     "ph",
     "Hardness",
@@ -117,6 +118,16 @@ class Settings(BaseSettings):
     )
     debian_mirror: str = Field(default="http://deb.debian.org/debian", description="Mirror for the offline base.")
     alert_timeout_seconds: float = Field(default=10.0, description="Per-destination alert timeout.")
+    bentoml_home: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("BENTOML_HOME", "POTABLE_BENTOML_HOME"),
+        description="BentoML model and Bento store; default <home>/bentoml.",
+    )
+    prefect_home: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PREFECT_HOME", "POTABLE_PREFECT_HOME"),
+        description="Prefect's own state (profiles, local server DB); default <home>/prefect.",
+    )
 
     @property
     def home_dir(self) -> Path:
@@ -141,6 +152,14 @@ class Settings(BaseSettings):
     @property
     def landing(self) -> str:
         return self.watch or str(self.home_dir / "landing")
+
+    @property
+    def bentoml_store(self) -> Path:
+        return (self.bentoml_home or self.home_dir / "bentoml").expanduser().resolve()
+
+    @property
+    def prefect_home_dir(self) -> Path:
+        return (self.prefect_home or self.home_dir / "prefect").expanduser().resolve()
 
     @property
     def reports_dir(self) -> Path:

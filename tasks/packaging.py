@@ -57,8 +57,9 @@ def onnx_requirements() -> list[str]:
 
 
 def bentoml_home(settings: Settings) -> str:
-    """BentoML's store lives under POTABLE_HOME unless BENTOML_HOME says otherwise."""
-    return os.environ.setdefault("BENTOML_HOME", str(settings.home_dir / "bentoml"))
+    """Point BentoML (read at its import) at the settings' store: <home>/bentoml unless BENTOML_HOME says."""
+    os.environ["BENTOML_HOME"] = str(settings.bentoml_store)
+    return os.environ["BENTOML_HOME"]
 
 
 def gated_version(client: MlflowClient, version: str):

@@ -1,24 +1,37 @@
-"""Blue-green release behind a real nginx with real BentoML slots, under continuous load."""
+"""Blue-green release behind a real nginx with real BentoML slots, under continuous load, with real faults."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 
+import psutil
 import pytest
 import yaml
 
 from benchmarks.loadgen import LoadGenerator
 from deployments.rollout import BlueGreen
-from deployments.slots import fault_file
+from deployments.slots import listeners
 from flows.release import ReleaseRefused, ReleaseRolledBack, release
 from flows.training import train
-from potable.settings import CONFIG_DIR, FEATURES, MODEL_NAME, Settings
+from potable.batches import read_batch
+from potable.environment import child_env
+from potable.settings import BUNDLED_DATA, CONFIG_DIR, FEATURES, MODEL_NAME, Settings
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
-SAMPLE = dict.fromkeys(FEATURES, 1.0) | {"ph": 7.0, "Hardness": 200.0, "Solids": 20000.0, "Conductivity": 400.0}
+
+
+def hold_out_samples(n: int = 200) -> list[dict]:
+    """Varied live traffic: real rows, so the model-level canary sees a realistic share of potable answers."""
+    rows = read_batch(BUNDLED_DATA)[list(FEATURES)].sample(n, random_state=7)
+    return [{k: (None if v != v else float(v)) for k, v in row.items()} for row in rows.to_dict("records")]
+
+
+TRAFFIC = hold_out_samples()
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +46,20 @@ def released(prefect_api, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POTABLE_HOME", str(home))
         mp.setenv("POTABLE_RELEASE_CONFIG", str(home.parent / "release.yaml"))
-        for name in ("MLFLOW_TRACKING_URI", "POTABLE_OPTUNA_STORAGE", "POTABLE_S3_ENDPOINT_URL", "POTABLE_API_TOKEN"):
+        for name in (
+            "MLFLOW_TRACKING_URI",
+            "POTABLE_OPTUNA_STORAGE",
+            "POTABLE_S3_ENDPOINT_URL",
+            "POTABLE_API_TOKEN",
+            "BENTOML_HOME",
+        ):
             mp.delenv(name, raising=False)
         mp.setenv("POTABLE_AUTO_APPROVE", "1")
         first = train(trials=1)
         mp.setenv("POTABLE_AUTO_APPROVE", "0")
         second = train(trials=1)
-        target = BlueGreen(home, config, lambda *_: None)
+        settings = Settings()
+        target = BlueGreen(home, config, lambda *_: None, child_env(settings))
         try:
             outcome = release()
             yield {"home": home, "config": config, "first": first, "second": second, "outcome": outcome}
@@ -47,16 +67,23 @@ def released(prefect_api, tmp_path_factory):
             target.shutdown()
 
 
+def _state(home) -> dict:
+    return json.loads((home / "release" / "state.json").read_text())
+
+
 def _live_slot(home) -> str:
-    return json.loads((home / "release" / "state.json").read_text())["live"]
+    return _state(home)["live"]
+
+
+def _router(released) -> str:
+    return f"http://127.0.0.1:{released['config']['router']['listen']}"
 
 
 def test_first_release_goes_live_on_blue_behind_nginx(released) -> None:
     import httpx
 
     assert released["outcome"]["status"] == "released" and released["outcome"]["slot"] == "blue"
-    router = f"http://127.0.0.1:{released['config']['router']['listen']}"
-    answer = httpx.post(f"{router}/predict", json=SAMPLE, timeout=10)
+    answer = httpx.post(f"{_router(released)}/predict", json=TRAFFIC[0], timeout=10)
     assert answer.status_code == 200 and answer.headers["X-Potable-Slot"] == "blue"
     assert answer.json()["model_version"] == released["first"]["model_version"]
 
@@ -66,38 +93,53 @@ def test_a_version_that_is_not_the_champion_is_refused(released) -> None:
         release(version=released["second"]["model_version"])
 
 
-def test_broken_green_is_rolled_back_and_the_live_path_ends_on_blue(released) -> None:
-    home, config = released["home"], released["config"]
-    load = LoadGenerator(f"http://127.0.0.1:{config['router']['listen']}/predict", SAMPLE, connections=32).start()
-    switched_at: list[float] = []
+def _kill_slot(home, name: str) -> None:
+    """The fault of the issue: SIGKILL of the slot's server and every worker, no goodbye."""
+    slot = _state(home)["slots"][name]
+    root = psutil.Process(slot["pid"])
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
 
-    def break_green_once_live() -> None:  # the slot passes its checks, then fails once it takes traffic
+
+def test_a_new_slot_killed_right_after_the_switch_is_rolled_back_within_10_s(released) -> None:
+    home = released["home"]
+    load = LoadGenerator(f"{_router(released)}/predict", TRAFFIC, connections=16).start()
+    killed_at: list[float] = []
+
+    def kill_green_once_live() -> None:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and _live_slot(home) != "green":
             time.sleep(0.05)
-        switched_at.append(time.monotonic())
-        fault_file(home, "green").write_text("error")
+        killed_at.append(time.monotonic())
+        _kill_slot(home, "green")
 
-    saboteur = threading.Thread(target=break_green_once_live, daemon=True)
+    saboteur = threading.Thread(target=kill_green_once_live, daemon=True)
     saboteur.start()
     try:
         with pytest.raises(ReleaseRolledBack, match="rolled back to slot blue"):
-            release(version=released["second"]["model_version"], override_reason="rollback rehearsal")
-        rolled_back_at = time.monotonic()
+            release(version=released["second"]["model_version"], override_reason="crash rehearsal")
+        back_at = time.monotonic()
         time.sleep(3)
     finally:
         load.stop()
-        fault_file(home, "green").unlink(missing_ok=True)
+    saboteur.join(timeout=5)
     assert _live_slot(home) == "blue"
-    assert load.failures(since=switched_at[0]) > 0  # the fault really reached the live path
-    assert load.failures(since=rolled_back_at) == 0, load.failure_kinds(rolled_back_at)
+    failed = [end for began, end, status in load.results if began >= killed_at[0] and not 200 <= status < 300]
+    back_s, clean_s = back_at - killed_at[0], (max(failed) - killed_at[0]) if failed else 0.0
+    print(f"\nkilled green: rolled back after {back_s:.2f} s; last failed client request +{clean_s:.2f} s")
+    assert back_at - killed_at[0] <= 10
+    assert load.failures(since=back_at) == 0, load.failure_kinds(back_at)
+    assert not listeners(released["config"]["slots"]["green"])  # nothing of the dead slot serves on
     audit = (home / "audit" / "audit.jsonl").read_text()
-    assert "release_override" in audit and "rolled_back" in audit
+    assert "release_override" in audit and "process exited" in audit
 
 
 def test_blue_to_green_under_load_drops_nothing(released) -> None:
-    home, config = released["home"], released["config"]
-    load = LoadGenerator(f"http://127.0.0.1:{config['router']['listen']}/predict", SAMPLE, connections=32).start()
+    home = released["home"]
+    load = LoadGenerator(f"{_router(released)}/predict", TRAFFIC, connections=32).start()
     try:
         summary = release(version=released["second"]["model_version"], override_reason="second model, reviewed")
     finally:
@@ -110,6 +152,24 @@ def test_blue_to_green_under_load_drops_nothing(released) -> None:
     assert tag == "released (green)"
 
 
+def test_a_killed_live_slot_leaves_no_worker_behind_and_is_restarted(released) -> None:
+    home, config = released["home"], released["config"]
+    live = _state(home)["slots"]["green"]
+    server = psutil.Process(live["pid"]).children()[0] if psutil.Process(live["pid"]).children() else None
+    os.kill((server or psutil.Process(live["pid"])).pid, signal.SIGKILL)  # only the server process
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and listeners(config["slots"]["green"]):
+        time.sleep(0.2)
+    assert not listeners(config["slots"]["green"]), "a BentoML worker kept serving after its server died"
+    target = BlueGreen(home, config, lambda *_: None, child_env(Settings()))
+    repaired = target.repair()
+    assert repaired and repaired["restarted"] and repaired["slot"] == "green", repaired
+    import httpx
+
+    answer = httpx.post(f"{_router(released)}/predict", json=TRAFFIC[0], timeout=10)
+    assert answer.status_code == 200 and answer.json()["model_version"] == released["second"]["model_version"]
+
+
 def test_manual_rollback_after_the_window_brings_the_previous_version_back(released) -> None:
     from typer.testing import CliRunner
 
@@ -119,6 +179,12 @@ def test_manual_rollback_after_the_window_brings_the_previous_version_back(relea
     assert _live_slot(home) == "green"  # v2, after the previous test; v1's slot was retired
     result = CliRunner().invoke(app, ["rollout", "rollback"])
     assert result.exit_code == 0, result.output
-    state = json.loads((home / "release" / "state.json").read_text())
+    state = _state(home)
     assert state["live"] == "blue" and state["slots"]["blue"]["version"] == released["first"]["model_version"]
     assert "manual rollback to v" in (home / "audit" / "audit.jsonl").read_text()
+    history = CliRunner().invoke(app, ["rollout", "history", "--json"])
+    intervals = json.loads(history.output)
+    versions = [i["version"] for i in intervals]
+    v1, v2 = released["first"]["model_version"], released["second"]["model_version"]
+    assert versions[0] == v1 and v2 in versions and versions[-1] == v1, intervals
+    assert intervals[-1]["to"] is None and all(i["to"] for i in intervals[:-1])
