@@ -49,7 +49,10 @@ def releasable_version(version: str | None, override_reason: str | None, setting
     wanted = version or (champion.version if champion else None)
     if wanted is None:
         raise ReleaseRefused(f"no {MODEL_NAME} version has alias {CHAMPION!r}; approve one first (potable promote)")
-    mv = client.get_model_version(MODEL_NAME, str(wanted))
+    try:
+        mv = client.get_model_version(MODEL_NAME, str(wanted))
+    except MlflowException:
+        raise ReleaseRefused(f"{MODEL_NAME} v{wanted} does not exist") from None
     is_champion = champion is not None and str(champion.version) == str(mv.version)
     if not is_champion and not override_reason:
         raise ReleaseRefused(

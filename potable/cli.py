@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -27,9 +30,54 @@ def _prepare_environment() -> Path:
     return apply(get_settings()).home_dir
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(message, err=True, fg=typer.colors.RED)
     raise typer.Exit(code=1)
+
+
+class _NoTraceback(logging.Formatter):
+    """Formats a record as the wrapped formatter would, minus the traceback (the record itself is untouched,
+    so the run's logs in the Prefect UI keep it)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text:
+            record = copy.copy(record)
+            record.exc_info, record.exc_text = None, None
+        return self.inner.format(record)
+
+
+def _quiet_tracebacks() -> None:
+    """The terminal shows one line per problem; POTABLE_DEBUG=1 keeps Prefect's tracebacks on stderr."""
+    if os.environ.get("POTABLE_DEBUG", "").lower() in ("1", "true", "yes"):
+        return
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                if not isinstance(handler.formatter, _NoTraceback):
+                    handler.setFormatter(_NoTraceback(handler.formatter or logging.Formatter()))
+
+
+def _run_flow(what: str, load: Callable[[], tuple[Callable[..., Any], tuple[type[Exception], ...]]], **params) -> Any:
+    """Run a flow against the Prefect API from a command: the API starts (or is found) first, the flow's
+    imports run while it starts, and a refusal the flow raises on purpose becomes one readable line."""
+    home = _prepare_environment()
+    with prefect_api(home) as server:
+        flow_fn, expected = load()
+        _quiet_tracebacks()
+        if server is not None:
+            server.wait_healthy()
+        try:
+            return flow_fn(**params)
+        except expected as exc:
+            _fail(f"{what}: {exc}")
 
 
 @app.command()
@@ -41,24 +89,30 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Seed for split, CV and sampler")] = None,
 ) -> None:
     """Validate a batch, tune, evaluate and register a model; the last stdout line is a JSON summary."""
-    home = _prepare_environment()
-    with prefect_api(home) as server:
-        from potable.expectations import start_prevalidation
-        from potable.settings import BUNDLED_DATA, get_settings
+    from potable.settings import BUNDLED_DATA
 
-        data = data or str(BUNDLED_DATA)
+    data = data or str(BUNDLED_DATA)
+
+    def load():
+        from potable.expectations import start_prevalidation
+        from potable.settings import get_settings
+
         start_prevalidation(data, get_settings())
-        # Imported while the Prefect server and the validation worker start: ~10 s each, on two cores.
+        # Imported while the Prefect server and the validation worker start.
         from flows.training import BatchRejected
         from flows.training import train as train_flow
         from tasks.data import BatchError
 
-        if server is not None:
-            server.wait_healthy()
-        try:
-            summary = train_flow(data=data, trials=trials, seed=seed, show_progress=sys.stderr.isatty())
-        except (BatchRejected, BatchError) as exc:
-            _fail(f"training stopped, nothing registered: {exc}")
+        return train_flow, (BatchRejected, BatchError)
+
+    summary = _run_flow(
+        "training stopped, nothing registered",
+        load,
+        data=data,
+        trials=trials,
+        seed=seed,
+        show_progress=sys.stderr.isatty(),
+    )
     print(json.dumps(summary, sort_keys=True))
 
 
@@ -101,13 +155,13 @@ def monitor(
     ] = None,
 ) -> None:
     """Compare live traffic (the prediction log) with the training data; exit 3 when drift is found."""
-    home = _prepare_environment()
-    with prefect_api(home) as server:
+
+    def load():
         from flows.monitoring import monitor_drift
 
-        if server is not None:
-            server.wait_healthy()
-        summary = monitor_drift(window_hours=window_hours, retrain_on_drift=retrain)
+        return monitor_drift, ()
+
+    summary = _run_flow("drift monitoring", load, window_hours=window_hours, retrain_on_drift=retrain)
     print(json.dumps(summary, sort_keys=True))
     if summary["drifted"]:
         raise typer.Exit(code=3)
@@ -189,18 +243,14 @@ def watch(
 @app.command()
 def promote(version: Annotated[str, typer.Option(help="Model version that passed the policy gate")]) -> None:
     """Ask for approval of a version and, once approved, make it the champion (waits for the approver)."""
-    home = _prepare_environment()
-    with prefect_api(home) as server:
+
+    def load():
         from flows.promotion import PromotionRefused
         from flows.promotion import promote as promote_flow
 
-        if server is not None:
-            server.wait_healthy()
-            typer.echo(f"Prefect API for this promotion: {server.api_url}", err=True)
-        try:
-            outcome = promote_flow(version=version)
-        except PromotionRefused as exc:
-            _fail(str(exc))
+        return promote_flow, (PromotionRefused,)
+
+    outcome = _run_flow("promotion refused", load, version=version)
     print(json.dumps(outcome, sort_keys=True))
 
 
@@ -329,35 +379,29 @@ def release(
     ] = None,
 ) -> None:
     """Blue-green release of the champion behind nginx; rolls back by itself if the new slot misbehaves."""
-    home = _prepare_environment()
-    with prefect_api(home) as server:
+
+    def load():
         from flows.release import ReleaseRefused, ReleaseRolledBack
         from flows.release import release as release_flow
 
-        if server is not None:
-            server.wait_healthy()
-        try:
-            summary = release_flow(version=version, override_reason=override_reason, actor=_actor())
-        except (ReleaseRefused, ReleaseRolledBack) as exc:
-            _fail(f"release: {exc}")
+        return release_flow, (ReleaseRefused, ReleaseRolledBack)
+
+    summary = _run_flow("release", load, version=version, override_reason=override_reason, actor=_actor())
     print(json.dumps(summary, sort_keys=True))
 
 
 @app.command()
 def image(version: Annotated[str, typer.Option(help="Gated version whose Bento becomes the image")]) -> None:
     """Build the version's OCI image with buildah (no Docker daemon) and push it to POTABLE_IMAGE_REGISTRY."""
-    home = _prepare_environment()
-    with prefect_api(home) as server:
+
+    def load():
         from deployments.image import ImageError
         from flows.release import ReleaseRefused, publish_image
         from potable.settings import get_settings
 
-        if server is not None:
-            server.wait_healthy()
-        try:
-            pushed = publish_image(version, get_settings(), _actor())
-        except (ImageError, ReleaseRefused) as exc:
-            _fail(f"image: {exc}")
+        return (lambda: publish_image(version, get_settings(), _actor())), (ImageError, ReleaseRefused)
+
+    pushed = _run_flow("image", load)
     print(json.dumps(pushed, sort_keys=True))
 
 
