@@ -1,52 +1,113 @@
-"""Rollout parts: health windows from BentoML's metrics text, router config rendering and refusal."""
+"""Rollout parts: the router's view of a window, the model-level canary, served intervals, router config."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from deployments.health import snapshot, window
-from deployments.rollout import breached
+from deployments.health import RouterLog, potable_share, predicted_classes
+from deployments.history import served_intervals, serving_at
+from deployments.rollout import canary_breach
 from deployments.router import NginxRouter, RouterError
 
-LABELS = 'runner_name="WaterPotability",service_name="s",service_version="v"'
+CANARY = {"min_requests": 50, "max_share_difference": 0.25}
 
 
-def metrics(ok: int, errors: int, ok_fast: int) -> str:
-    """BentoML-shaped histogram text: `ok` 200s (`ok_fast` of them under 5 ms, the rest under 1 s)."""
-    lines = []
-    for endpoint, code, count, fast in (("/predict", "200", ok, ok_fast), ("/predict", "500", errors, errors)):
-        for le, value in (("0.005", fast), ("1.0", count), ("+Inf", count)):
-            lines.append(
-                f'bentoml_service_request_duration_seconds_bucket{{endpoint="{endpoint}",'
-                f'http_response_code="{code}",le="{le}",{LABELS}}} {value}'
+def log_lines(path, entries) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        for uri, status, upstream, seconds in entries:
+            fh.write(
+                json.dumps(
+                    {
+                        "time": 1.0,
+                        "uri": uri,
+                        "status": status,
+                        "upstream": upstream,
+                        "upstream_status": str(status),
+                        "request_time": seconds,
+                    }
+                )
+                + "\n"
             )
-        count_labels = f'endpoint="{endpoint}",http_response_code="{code}",{LABELS}'
-        lines.append(f"bentoml_service_request_duration_seconds_count{{{count_labels}}} {count}")
-    health = f'endpoint="/readyz",http_response_code="200",{LABELS}'  # not a prediction: never counted
-    lines.append(f"bentoml_service_request_duration_seconds_count{{{health}}} 99")
-    return "# TYPE bentoml_service_request_duration_seconds histogram\n" + "\n".join(lines) + "\n"
 
 
-RULES = {"min_requests": 1, "max_error_rate": 0.01, "max_p99_ms": 500}
+def test_router_window_counts_what_clients_got_from_the_new_slot_only(tmp_path) -> None:
+    path = tmp_path / "router-access.log"
+    log_lines(path, [("/predict", 200, "127.0.0.1:3101", 0.001)])  # before the window: not counted
+    view = RouterLog(path)
+    log_lines(path, [("/predict", 200, "127.0.0.1:3102", 0.002)] * 97)
+    log_lines(path, [("/predict", 502, "127.0.0.1:3102", 0.0), ("/predict_batch", 504, "-", 2.0)])
+    log_lines(path, [("/predict", 200, "127.0.0.1:3101", 9.0)])  # in flight on the old slot
+    log_lines(path, [("/readyz", 500, "127.0.0.1:3102", 0.0)])  # not a prediction
+    w = view.read(3102)
+    assert w.requests == 99 and w.error_rate == pytest.approx(2 / 99) and w.p99_ms >= 2.0
+    assert view.read(3102).requests == 0  # each line is read once
 
 
-def test_window_counts_only_prediction_requests_between_snapshots() -> None:
-    before, after = snapshot(metrics(100, 0, 100)), snapshot(metrics(300, 0, 300))
-    w = window(before, after)
-    assert w.requests == 200 and w.error_rate == 0.0 and w.p99_ms == 5.0
-    assert not breached(w, RULES)
+def test_a_half_written_line_waits_for_the_next_read(tmp_path) -> None:
+    path = tmp_path / "router-access.log"
+    path.write_text("")
+    view = RouterLog(path)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"uri": "/predict", "status": 500, "upstream": "127.0.0.1:3102", "request_ti')
+    assert view.read(3102).requests == 0
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('me": 0.1}\n')
+    assert view.read(3102).error_rate == 1.0
 
 
-def test_errors_and_slow_requests_breach() -> None:
-    errors = window(snapshot(metrics(100, 0, 100)), snapshot(metrics(150, 50, 150)))
-    assert errors.error_rate == pytest.approx(0.5) and breached(errors, RULES)
-    slow = window(snapshot(metrics(100, 0, 100)), snapshot(metrics(200, 0, 100)))
-    assert slow.p99_ms == 1000.0 and breached(slow, RULES)
+def test_a_truncated_log_is_read_from_the_start(tmp_path) -> None:
+    path = tmp_path / "router-access.log"
+    log_lines(path, [("/predict", 200, "127.0.0.1:3102", 0.001)] * 10)
+    view = RouterLog(path)
+    path.write_text("")
+    log_lines(path, [("/predict", 500, "127.0.0.1:3102", 0.001)])
+    assert view.read(3102).requests == 1
 
 
-def test_no_traffic_judges_nothing() -> None:
-    quiet = window(snapshot(metrics(100, 0, 100)), snapshot(metrics(100, 0, 100)))
-    assert quiet.requests == 0 and not breached(quiet, RULES)
+def test_predicted_classes_come_from_the_slots_counter_for_its_version() -> None:
+    text = "\n".join(
+        [
+            "# HELP potable_predictions_total Predictions by class and version",
+            "# TYPE potable_predictions_total counter",
+            'potable_predictions_total{model_version="3",predicted_class="0"} 60.0',
+            'potable_predictions_total{model_version="3",predicted_class="1"} 40.0',
+            'potable_predictions_total{model_version="2",predicted_class="1"} 999.0',
+        ]
+    )
+    counts = predicted_classes(text + "\n", "3")
+    assert counts == {0: 60.0, 1: 40.0}
+    assert potable_share({0: 10.0, 1: 0.0}, counts) == (90.0, pytest.approx(40 / 90))
+
+
+def test_the_canary_rolls_back_a_share_far_from_the_hold_out_or_the_previous_version() -> None:
+    assert canary_breach(49, 0.99, 0.35, None, CANARY) is None  # too few answers to judge
+    assert "hold-out" in canary_breach(200, 0.95, 0.35, None, CANARY)
+    assert canary_breach(200, 0.45, 0.35, None, CANARY) is None
+    assert "previous version" in canary_breach(200, 0.45, None, (500, 0.05), CANARY)
+    assert canary_breach(200, 0.45, 0.40, (10, 0.05), CANARY) is None  # the old share from too few answers
+
+
+def test_served_intervals_answer_which_version_served_at_a_time() -> None:
+    def entry(ts: str, action: str, **details) -> dict:
+        return {"timestamp": ts, "action": action, "subject": {}, "details": details}
+
+    entries = [
+        entry("2026-01-01T00:00:00", "switched", version="1", slot="blue", bento_tag="b:1", digest=None),
+        entry("2026-01-01T01:00:00", "model_registered"),
+        entry("2026-01-01T02:00:00", "switched", version="2", slot="green", bento_tag="b:2", digest="sha256:x"),
+        entry("2026-01-01T02:00:10", "rolled_back", version="1", slot="blue", reason="slot green process exited"),
+        entry("2026-01-01T03:00:00", "stopped", slot="blue"),
+    ]
+    intervals = served_intervals(entries)
+    assert [(i["version"], i["from"], i["to"]) for i in intervals] == [
+        ("1", "2026-01-01T00:00:00", "2026-01-01T02:00:00"),
+        ("2", "2026-01-01T02:00:00", "2026-01-01T02:00:10"),
+        ("1", "2026-01-01T02:00:10", "2026-01-01T03:00:00"),
+    ]
+    assert serving_at(intervals, "2026-01-01T02:00:05")["version"] == "2"
+    assert serving_at(intervals, "2026-01-01T04:00:00") is None
 
 
 def test_router_config_is_checked_before_it_replaces_the_live_one(tmp_path) -> None:
@@ -54,6 +115,7 @@ def test_router_config_is_checked_before_it_replaces_the_live_one(tmp_path) -> N
     router._write_checked("blue", 3101)
     live = router.conf.read_text()
     assert "server 127.0.0.1:3101" in live and "rate=100r/s" in live and "burst=10" in live
+    assert "router-access.log potable_json" in live
     router.rate = "not-a-rate"
     with pytest.raises(RouterError, match="rejected"):
         router._write_checked("green", 3102)
