@@ -184,11 +184,15 @@ def up() -> None:
 
 @app.command()
 def down() -> None:
-    """Stop everything `potable up` started."""
+    """Stop everything `potable up` started, and the router and slots releases started."""
     from potable.platform import down as platform_down
     from potable.settings import get_settings
 
     stopped = platform_down(get_settings())
+    target = _blue_green()
+    if target.state.load()["slots"] or target.router.pid() is not None:
+        target.shutdown()  # what the chain took live goes too: down means nothing of potable keeps running
+        stopped.append("router and slots")
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
