@@ -1,12 +1,13 @@
-"""Rollout bars: blue→green under load with 0 failures; a broken green rolled back within 10 s.
+"""Rollout bars with real faults: a crashed new slot rolled back under load, and blue→green dropping nothing.
 
-One run on a scratch POTABLE_HOME (two versions trained with 1 trial each, ~2 min) and free ports:
+One run on a scratch POTABLE_HOME (two versions trained with 1 trial each) and free ports, through the
+`release` flow exactly as `potable release` runs it:
   1. v1 released to blue (the first release starts nginx).
-  2. v2 released to green while 32 connections load the router; green is made to fail (500) the moment
-     it is live: printed are failures during the episode, failures after the rollback (bar 0), the live
-     slot at the end (bar: blue) and the time from the breach being measured to the switch back (bar <= 10 s).
-  3. v2 released to green again, healthy, under the same load: requests served, failures (bar 0) and the
-     time from "green ready" to "switched".
+  2. v2 released to green while N connections send varied hold-out rows through the router; the moment green
+     is live its server and every worker get SIGKILL. Printed: kill → switched back, kill → last failed
+     client request (the router answering 2xx again; bar <= 10 s), failures after the rollback (bar 0), the
+     live slot at the end (bar: blue), and whether the flow ended rolled back with an alert (Slack receiver).
+  3. v2 released to green again, healthy, under the same load: requests served, failures (bar 0).
 
     python benchmarks/rollout_bench.py [--connections 32] [--watch-seconds 10]
 """
@@ -14,105 +15,107 @@ One run on a scratch POTABLE_HOME (two versions trained with 1 trial each, ~2 mi
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import socket
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import yaml
-
-from potable.settings import CONFIG_DIR, FEATURES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
 from benchmarks.loadgen import LoadGenerator  # noqa: E402
-
-SAMPLE = dict.fromkeys(FEATURES, 1.0) | {"ph": 7.0, "Hardness": 200.0, "Solids": 20000.0, "Conductivity": 400.0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from potable.batches import read_batch  # noqa: E402
+from potable.settings import BUNDLED_DATA, CONFIG_DIR, FEATURES  # noqa: E402
+from tests.conftest import SlackReceiver, free_port  # noqa: E402
 
 
-def release_config(watch_seconds: float) -> dict:
+def traffic() -> list[dict]:
+    rows = read_batch(BUNDLED_DATA)[list(FEATURES)].sample(300, random_state=11)
+    return [{k: (None if v != v else float(v)) for k, v in r.items()} for r in rows.to_dict("records")]
+
+
+def kill_when_live(state_path: Path, slot: str, killed: list[float]) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        if state.get("live") == slot:
+            root = psutil.Process(state["slots"][slot]["pid"])
+            for process in [root, *root.children(recursive=True)]:
+                process.send_signal(signal.SIGKILL)
+            killed.append(time.monotonic())
+            return
+        time.sleep(0.02)
+
+
+def run(connections: int, watch_seconds: float, scratch: Path) -> bool:
+    from flows.release import ReleaseRolledBack, release
+    from flows.training import train
+
     config = yaml.safe_load((CONFIG_DIR / "release.yaml").read_text(encoding="utf-8"))
     config["router"]["listen"] = free_port()
     config["slots"] = {"blue": free_port(), "green": free_port()}
-    config["watch"]["window_seconds"] = watch_seconds
-    return config
-
-
-def two_versions() -> tuple[str, str, str, str]:
-    """Train v1 (auto-approved champion) and v2; return their versions and Bento tags."""
-    from flows.training import train
-
+    config["watch"] |= {"window_seconds": watch_seconds, "max_p99_ms": 1500}  # load generator on the same 2 cores
+    (scratch / "release.yaml").write_text(yaml.safe_dump(config))
+    os.environ["POTABLE_RELEASE_CONFIG"] = str(scratch / "release.yaml")
     os.environ["POTABLE_AUTO_APPROVE"] = "1"
-    first = train(trials=1)
+    v1 = train(trials=1)["model_version"]
     os.environ["POTABLE_AUTO_APPROVE"] = "0"
-    second = train(trials=1)
-    return first["model_version"], first["bento_tag"], second["model_version"], second["bento_tag"]
-
-
-def run(connections: int, watch_seconds: float) -> bool:
-    from deployments.rollout import BlueGreen
-    from deployments.slots import fault_file
-    from flows.release import golden_set
-    from potable.settings import get_settings, load_config
-
-    settings = get_settings()
-    v1, bento1, v2, bento2 = two_versions()
-    config = release_config(watch_seconds)
-    target = BlueGreen(settings.home_dir, config, lambda *_: None)
-    training = load_config(settings.training_config)
-    gold1, expected1 = golden_set.fn(v1, config["smoke"]["golden_rows"], training)
-    gold2, expected2 = golden_set.fn(v2, config["smoke"]["golden_rows"], training)
-    router = f"http://127.0.0.1:{config['router']['listen']}/predict"
+    v2 = train(trials=1)["model_version"]
+    home, router = Path(os.environ["POTABLE_HOME"]), f"http://127.0.0.1:{config['router']['listen']}/predict"
+    slack = SlackReceiver()
+    os.environ["POTABLE_SLACK_WEBHOOK_URL"] = slack.url
     try:
-        target.release(v1, bento1, gold1, expected1)
-        load = LoadGenerator(router, SAMPLE, connections).start()
-        switched: list[float] = []
-        broken = target.release(
-            v2,
-            bento2,
-            gold2,
-            expected2,
-            on_switched=lambda slot: (
-                switched.append(time.monotonic()),
-                fault_file(settings.home_dir, slot.name).write_text("error"),
-            ),
-        )
-        rolled_back_at = time.monotonic()
+        release(version=v1)
+        load = LoadGenerator(router, traffic(), connections).start()
+        killed: list[float] = []
+        saboteur = threading.Thread(target=kill_when_live, args=(home / "release" / "state.json", "green", killed))
+        saboteur.start()
+        try:
+            release(version=v2, override_reason="crash rehearsal")
+            outcome = "released (not expected)"
+        except ReleaseRolledBack:
+            outcome = "rolled_back"
+        back_at = time.monotonic()
         time.sleep(3)
         load.stop()
-        fault_file(settings.home_dir, "green").unlink(missing_ok=True)
-        live_after = target.state.load()["live"]
-        load2 = LoadGenerator(router, SAMPLE, connections).start()
-        healthy = target.release(v2, bento2, gold2, expected2)
+        saboteur.join()
+        live_after = json.loads((home / "release" / "state.json").read_text())["live"]
+        failed = [end for began, end, status in load.results if began >= killed[0] and not 200 <= status < 300]
+        clean_s = (max(failed) - killed[0]) if failed else 0.0
+        after = load.failures(since=back_at)
+        alerted = any("release failed" in text for text in slack.texts())
+        load2 = LoadGenerator(router, traffic(), connections).start()
+        healthy = release(version=v2, override_reason="second model, reviewed")
         load2.stop()
     finally:
-        target.shutdown()
-    during, after = load.failures(since=switched[0], until=rolled_back_at), load.failures(since=rolled_back_at)
-    rollback_s = broken.seconds_breach_to_rollback or float("nan")
-    print(f"broken green ({connections} connections): outcome {broken.status}, breach {broken.breach}")
-    print(f"  failures on the live path during the episode: {during}; after the rollback: {after} (bar 0)")
+        from deployments.rollout import BlueGreen
+        from potable.environment import child_env
+        from potable.settings import get_settings
+
+        BlueGreen(home, config, lambda *_: None, child_env(get_settings())).shutdown()
+        slack.stop()
+    print(f"crash rehearsal ({connections} connections): green SIGKILLed right after the switch → {outcome}")
+    print(f"  kill → switched back: {back_at - killed[0]:.2f} s (the flow returned)")
+    print(f"  kill → last failed client request: {clean_s:.2f} s (bar <= 10 s); failures in the episode {len(failed)}")
+    print(f"  failures after the rollback: {after} (bar 0); live slot at the end: {live_after} (bar blue)")
+    print(f"  alert sent: {alerted}")
     print(
-        f"  live slot at the end: {live_after} (bar blue); "
-        f"breach measured → switched back: {rollback_s:.2f} s (bar <= 10 s)"
-    )
-    print(
-        f"blue → green under load: outcome {healthy.status} on {healthy.slot}; requests served {load2.served()}, "
-        f"failures {load2.failures()} {load2.failure_kinds() or ''} (bar 0); "
-        f"ready → switched {healthy.seconds_ready_to_switched:.3f} s"
+        f"blue → green under load: outcome {healthy['status']} on {healthy['slot']}; requests served {load2.served()}, "
+        f"failures {load2.failures()} {load2.failure_kinds() or ''} (bar 0)"
     )
     met = (
-        after == 0
+        outcome == "rolled_back"
+        and clean_s <= 10
+        and after == 0
         and live_after == "blue"
-        and rollback_s <= 10
+        and alerted
         and load2.failures() == 0
-        and healthy.status == "released"
+        and healthy["status"] == "released"
     )
     print(f"bars: {'MET' if met else 'NOT MET'}")
     return met
@@ -125,12 +128,14 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rollout-bench-") as scratch:
         os.environ["POTABLE_HOME"] = str(Path(scratch) / "home")
+        for name in ("MLFLOW_TRACKING_URI", "BENTOML_HOME", "PREFECT_API_URL"):
+            os.environ.pop(name, None)
         from potable.prefect_api import prefect_api
 
         with prefect_api(Path(scratch) / "home") as server:
             if server is not None:
                 server.wait_healthy()
-            return 0 if run(args.connections, args.watch_seconds) else 1
+            return 0 if run(args.connections, args.watch_seconds, Path(scratch)) else 1
 
 
 if __name__ == "__main__":

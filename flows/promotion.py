@@ -81,7 +81,14 @@ def promote(version: str) -> dict[str, Any]:
     setup_mlflow(settings)
     client = MlflowClient()
     version = str(version)
-    if not check_promotable(client, version):
+    try:
+        asked = check_promotable(client, version)
+    except PromotionRefused as exc:
+        audit_log(settings).append(
+            "promote-flow", "promotion_refused", {"model_version": version}, {"reason": str(exc)}
+        )
+        raise
+    if not asked:
         logger.info("v%s already is the champion; nothing to decide", version)
         return {"version": version, "decision": "already champion", "champion": version}
     audit = audit_log(settings)

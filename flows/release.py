@@ -142,14 +142,21 @@ def release(version: str | None = None, override_reason: str | None = None, acto
     settings = get_settings()
     settings.ensure_dirs()
     config = load_config(settings.release_config)
-    mv = releasable_version(version, override_reason, settings, actor)
+    audit = audit_log(settings)
     try:
+        mv = releasable_version(version, override_reason, settings, actor)
         with one_release_at_a_time(config.get("queue_timeout_seconds", 900)):
             return roll_out(mv, config, settings, actor)
-    except TimeoutError:
-        raise ReleaseRefused(f"another release kept the target busy; v{mv.version} was not released") from None
-    except RolloutFailed as exc:
-        raise ReleaseRefused(f"v{mv.version} was not released, the live path is unchanged: {exc}") from exc
+    except (ReleaseRefused, TimeoutError, RolloutFailed) as exc:
+        # A refusal touches nothing live; it is audited like every release request.
+        reason = {
+            TimeoutError: "another release kept the target busy",
+            RolloutFailed: f"a check before the switch failed, the live path is unchanged: {exc}",
+        }.get(type(exc), str(exc))
+        audit.append(actor, "release_refused", {"model_version": str(version)} if version else {}, {"reason": reason})
+        if isinstance(exc, ReleaseRefused):
+            raise
+        raise ReleaseRefused(f"{'v' + str(version) if version else 'the champion'} was not released: {reason}") from exc
 
 
 def roll_out(mv, config: dict[str, Any], settings: Settings, actor: str) -> dict:
