@@ -7,7 +7,6 @@ requirements during the build. It is built once and kept in buildah's storage.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess  # nosec B404 # buildah, skopeo, debootstrap, docker-registry with fixed argv lists
 import sys
@@ -66,11 +65,13 @@ def ensure_base_image(mirror: str, ca_dir: Path, reference: str = LOCAL_BASE) ->
     return reference
 
 
-def containerize(bento_tag: str, reference: str) -> str:
-    """`bentoml containerize` with the buildah backend (chroot isolation: no daemon, no cgroups needed)."""
+def containerize(bento_tag: str, reference: str, env: dict[str, str]) -> str:
+    """`bentoml containerize` with the buildah backend (chroot isolation: no daemon, no cgroups needed).
+
+    `env` (potable.environment.child_env) names the BentoML store the Bento is in."""
     bentoml_cli = str(Path(sys.executable).with_name("bentoml"))
     argv = [bentoml_cli, "containerize", "--backend", "buildah", "--opt", "isolation=chroot", "--opt", "layers"]
-    _run([*argv, "-t", reference, bento_tag], f"containerizing {bento_tag}", env=dict(os.environ))
+    _run([*argv, "-t", reference, bento_tag], f"containerizing {bento_tag}", env=env)
     return reference
 
 
@@ -98,10 +99,16 @@ def is_ecr(registry: str) -> bool:
 
 
 def publish(
-    bento_tag: str, tag: str, registry: str, repository: str, tls_verify: bool, credentials: str | None
+    bento_tag: str,
+    tag: str,
+    registry: str,
+    repository: str,
+    tls_verify: bool,
+    credentials: str | None,
+    env: dict[str, str],
 ) -> PushedImage:
     """Containerize the Bento as localhost/<repository>:<tag>, push it, and check the registry's digest."""
-    local = containerize(bento_tag, f"localhost/{repository}:{tag}")
+    local = containerize(bento_tag, f"localhost/{repository}:{tag}", env)
     pushed = push(local, f"{registry}/{repository}:{tag}", tls_verify, credentials)
     stored = registry_digest(pushed.reference, tls_verify, credentials)
     if stored != pushed.digest:

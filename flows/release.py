@@ -106,7 +106,13 @@ def publish_image(version: str, settings: Settings, actor: str) -> dict[str, str
         credentials, tls_verify = f"{login.username}:{login.password}", True
     tag = f"{version}-{(mv.tags.get('git_commit') or 'nocommit')[:7]}"
     pushed = image.publish(
-        mv.tags["bento_tag"], tag, settings.image_registry, settings.image_repository, tls_verify, credentials
+        mv.tags["bento_tag"],
+        tag,
+        settings.image_registry,
+        settings.image_repository,
+        tls_verify,
+        credentials,
+        child_env(settings),
     )
     client.set_model_version_tag(MODEL_NAME, version, "image", pushed.reference)
     client.set_model_version_tag(MODEL_NAME, version, "image_digest", pushed.digest)

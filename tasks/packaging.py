@@ -57,9 +57,32 @@ def onnx_requirements() -> list[str]:
 
 
 def bentoml_home(settings: Settings) -> str:
-    """Point BentoML (read at its import) at the settings' store: <home>/bentoml unless BENTOML_HOME says."""
-    os.environ["BENTOML_HOME"] = str(settings.bentoml_store)
-    return os.environ["BENTOML_HOME"]
+    """Point BentoML at the settings' store (<home>/bentoml unless BENTOML_HOME says), whatever it was before.
+
+    BentoML reads BENTOML_HOME once, at import, into singleton providers. A process that already imported
+    it for another home (a test session, a long-lived worker) would otherwise write Bentos where no slot
+    looks, so the providers are pointed at this store explicitly.
+    """
+    home = str(settings.bentoml_store)
+    os.environ["BENTOML_HOME"] = home
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    container = BentoMLContainer
+    if container.bentoml_home.get() != home:
+        container.bentoml_home.set(home)
+        for provider, folder in (
+            (container.bento_store_dir, "bentos"),
+            (container.model_store_dir, "models"),
+            (container.tmp_bento_store_dir, "tmp"),
+            (container.env_store_dir, "envs"),
+        ):
+            provider.set(os.path.join(home, folder))
+        container.bento_store.set(BentoStore(os.path.join(home, "bentos")))
+        container.tmp_bento_store.set(BentoStore(os.path.join(home, "tmp")))
+        container.model_store.set(ModelStore(os.path.join(home, "models")))
+    return home
 
 
 def gated_version(client: MlflowClient, version: str):

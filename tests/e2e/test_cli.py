@@ -92,8 +92,15 @@ def test_promote_waits_for_potable_approve_then_reports(tmp_path) -> None:
         text=True,
     )
     try:
-        answered = None
+        listed = None
         for _ in range(120):  # until the promotion is paused and waiting
+            listed = run_cli("approvals", home=home)
+            if listed.returncode == 0 and f"v{version} " in listed.stdout:
+                break
+            time.sleep(1)
+        assert f"v{version} " in listed.stdout and "/runs/flow-run/" in listed.stdout, listed.stderr
+        answered = None
+        for _ in range(30):
             answered = run_cli("approve", "--version", version, "--approver", "carol", "--comment", "ok", home=home)
             if answered.returncode == 0:
                 break
