@@ -59,11 +59,22 @@ WORKERS = os.environ.get("POTABLE_SERVE_WORKERS", "cpu_count")
 FRONTEND_HTML = Path(__file__).with_name("static") / "frontend.html"
 PROTECTED_PATHS = ("/predict", "/predict_batch")  # health, metrics, docs and metadata stay open
 
-PREDICTIONS = Counter(
-    "potable_predictions",
-    "Predictions served, by predicted class and model version",
-    ["predicted_class", "model_version"],
-)
+
+def _predictions_counter() -> Counter:
+    """The predictions counter; packaging imports this module once per build, so it may exist already."""
+    from prometheus_client import REGISTRY
+
+    try:
+        return Counter(
+            "potable_predictions",
+            "Predictions served, by predicted class and model version",
+            ["predicted_class", "model_version"],
+        )
+    except ValueError:  # registered by an earlier import in this process
+        return REGISTRY._names_to_collectors["potable_predictions_total"]  # noqa: SLF001
+
+
+PREDICTIONS = _predictions_counter()
 
 
 def prediction_log() -> logging.Logger:

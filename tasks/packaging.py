@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version as installed_version
@@ -78,6 +79,7 @@ def bentoml_home(settings: Settings) -> str:
             (container.tmp_bento_store_dir, "tmp"),
             (container.env_store_dir, "envs"),
         ):
+            os.makedirs(os.path.join(home, folder), exist_ok=True)  # BentoML makes these at import only
             provider.set(os.path.join(home, folder))
         container.bento_store.set(BentoStore(os.path.join(home, "bentos")))
         container.tmp_bento_store.set(BentoStore(os.path.join(home, "tmp")))
@@ -125,6 +127,8 @@ def build_bento(bentoml, labels: dict[str, str], served: dict[str, str], setting
 
     spec = yaml.safe_load((BENTO_DIR / "bentofile.yaml").read_text(encoding="utf-8"))
     os.environ.update(served)  # bentos.build imports the service, which must resolve these models
+    # ...afresh: a service module imported by an earlier build in this process names the earlier models.
+    sys.modules.pop(spec["service"].split(":")[0], None)
     with tempfile.TemporaryDirectory(prefix="bento-ctx-") as ctx:
         # The Bento carries which models it serves: `bentoml serve` of a stored Bento sets no build envs.
         shutil.copytree(BENTO_DIR, ctx, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
