@@ -39,7 +39,7 @@ def test_train_promote_release_predict_retrain_release_rollback(fresh_home, tmp_
         readable_failure(
             user.run("potable", "release", "--version", "99", "--override-reason", "x", expect=1), "v99 does not exist"
         )
-        readable_failure(user.run("potable", "release", "--version", v2, expect=1), "not the approved champion")
+        readable_failure(user.run("potable", "release", "--version", v1, expect=1), "not the approved champion")
         readable_failure(user.run("potable", "promote", "--version", v1, expect=1), "already decided")
         readable_failure(
             user.run("potable", "approve", "--version", v2, "--approver", "me", expect=1), "no Prefect API"
