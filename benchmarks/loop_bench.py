@@ -70,7 +70,7 @@ def wait_all_new(url: str, version: str, timeout: float = 900) -> float:
 
 
 def stages(api: str, home: Path, dropped: float, version: str) -> dict[str, float]:
-    body = {"filter": {"event": {"name": list(EVENTS)}, "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 200}
+    body = {"filter": {"event": {"name": list(EVENTS)}}, "limit": 50}
     found: dict[str, float] = {}
     for event in httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"]:
         at = epoch(event["occurred"])
