@@ -56,7 +56,7 @@ def ensure_base_image(mirror: str, ca_dir: Path, reference: str = LOCAL_BASE) ->
             "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
             f"{BASE_PACKAGES} && update-ca-certificates && rm -rf /var/lib/apt/lists/* "
             "&& ln -sf /usr/bin/python3 /usr/bin/python\n"
-            "ENV PIP_BREAK_SYSTEM_PACKAGES=1 SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "
+            "ENV UV_COMPILE_BYTECODE=1 PIP_BREAK_SYSTEM_PACKAGES=1 SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "
             "REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt\n",
             encoding="utf-8",
         )

@@ -137,6 +137,8 @@ class Watch:
         self.seen.append({"requests": w.requests, "error_rate": w.error_rate, "p99_ms": w.p99_ms})
         if self.failed_probes >= self.rules["probe_failures"]:
             return f"{self.failed_probes} probes through the router failed"
+        if self.failed_probes:
+            return None  # not answering right now: its /metrics would only cost another timeout
         if w.requests >= self.rules["min_requests"]:
             if w.error_rate > self.rules["max_error_rate"]:
                 return f"clients got 5xx on {w.error_rate:.1%} of {w.requests:.0f} predictions"
@@ -285,10 +287,10 @@ class BlueGreen:
     ) -> Outcome:
         with self.holding():
             self.router.trim_access_log()
-            slot = self.prepare(version, bento_tag, golden, expected)
             state = self.state.load()
             old = self._slot(state, state["live"])
-            old_before = self._classes(old)
+            old_before = self._classes(old)  # the previous version's answers while the new slot prepares
+            slot = self.prepare(version, bento_tag, golden, expected)
             ready_at = time.monotonic()
             try:
                 previous = self.switch(slot, digest)

@@ -130,6 +130,7 @@ def stop_slot(slot: SlotProcess, timeout: float = 30.0) -> None:
         members = [psutil.Process(slot.pid), *psutil.Process(slot.pid).children(recursive=True)]
         try:
             os.killpg(slot.pid, signal.SIGTERM)
+            os.killpg(slot.pid, signal.SIGCONT)  # a hung (stopped) slot handles its SIGTERM too
         except ProcessLookupError:
             pass
         _, alive = psutil.wait_procs(members, timeout=timeout)

@@ -187,7 +187,9 @@ def stop_process(process: psutil.Process, timeout: float = 20.0) -> None:
     """SIGTERM the process group, then SIGKILL whatever is left of it."""
     try:
         group = os.getpgid(process.pid)
-        members = [process, *process.children(recursive=True)]
+        # Only this service's own group: a release slot the supervisor restarted is its child but lives in
+        # a session of its own, and must outlive a restart of the supervisor.
+        members = [process, *(p for p in process.children(recursive=True) if _pgid(p) == group)]
         os.killpg(group, signal.SIGTERM)
     except (ProcessLookupError, psutil.Error):
         return
@@ -203,6 +205,13 @@ def stop_process(process: psutil.Process, timeout: float = 20.0) -> None:
             except psutil.Error:
                 pass
         psutil.wait_procs(alive, timeout=5)
+
+
+def _pgid(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except ProcessLookupError:
+        return None
 
 
 def down(settings: Settings) -> list[str]:

@@ -120,3 +120,17 @@ def test_router_config_is_checked_before_it_replaces_the_live_one(tmp_path) -> N
     with pytest.raises(RouterError, match="rejected"):
         router._write_checked("green", 3102)
     assert router.conf.read_text() == live  # the refused config never replaced the live one
+
+
+def test_a_second_release_on_the_same_target_is_refused_while_one_runs(tmp_path) -> None:
+    from deployments.rollout import BlueGreen, RolloutFailed
+
+    config = {"router": {"listen": 18081, "rate_limit_per_second": 10, "burst": 1}}
+    first = BlueGreen(tmp_path, config, lambda *_: None, {})
+    second = BlueGreen(tmp_path, config, lambda *_: None, {})
+    with first.holding():
+        with pytest.raises(RolloutFailed, match="another release is running"):
+            second.release("2", "bento:2", None, None)
+        assert second.repair() is None  # the supervisor keeps its hands off a release in progress
+    with second.holding():  # released again once the first is done
+        pass

@@ -137,6 +137,55 @@ def test_a_new_slot_killed_right_after_the_switch_is_rolled_back_within_10_s(rel
     assert "release_override" in audit and "process exited" in audit
 
 
+def test_a_new_slot_that_hangs_after_the_switch_is_rolled_back_within_10_s(released) -> None:
+    home = released["home"]
+    stopped: list[float] = []
+
+    def freeze_green_once_live() -> None:  # SIGSTOP: the processes live on but answer nothing
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and _live_slot(home) != "green":
+            time.sleep(0.05)
+        root = psutil.Process(_state(home)["slots"]["green"]["pid"])
+        for process in [root, *root.children(recursive=True)]:
+            process.send_signal(signal.SIGSTOP)
+        stopped.append(time.monotonic())
+
+    saboteur = threading.Thread(target=freeze_green_once_live, daemon=True)
+    saboteur.start()
+    with pytest.raises(ReleaseRolledBack, match="probes through the router failed"):
+        release(version=released["second"]["model_version"], override_reason="hang rehearsal")
+    back_s = time.monotonic() - stopped[0]
+    print(f"\nfroze green: rolled back after {back_s:.2f} s")
+    assert back_s <= 10 and _live_slot(home) == "blue"
+    assert not listeners(released["config"]["slots"]["green"])
+
+
+def test_the_canary_rolls_back_a_version_that_calls_almost_everything_potable(released, tmp_path) -> None:
+    """A version that passes a (relaxed) gate but whose threshold says "potable" to nearly every sample."""
+    home = released["home"]
+    training = yaml.safe_load((CONFIG_DIR / "training.yaml").read_text())
+    training["threshold"] = {"strategy": "max_recall_at_false_potable_rate", "max_false_potable_rate": 0.97}
+    policy = yaml.safe_load((CONFIG_DIR / "policy.yaml").read_text())
+    for rule in policy["rules"]:
+        if rule["name"] == "max_false_potable_rate":
+            rule["limit"] = 1.0
+    (tmp_path / "training.yaml").write_text(yaml.safe_dump(training))
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POTABLE_TRAINING_CONFIG", str(tmp_path / "training.yaml"))
+        mp.setenv("POTABLE_POLICY_CONFIG", str(tmp_path / "policy.yaml"))
+        lax = train(trials=1)
+    assert lax["gate_passed"] and lax["metrics"]["false_potable_rate"] > 0.8, lax["metrics"]
+    load = LoadGenerator(f"{_router(released)}/predict", TRAFFIC, connections=8).start()
+    try:
+        time.sleep(3)  # the previous version's share on this traffic, just before the switch
+        with pytest.raises(ReleaseRolledBack, match="potable share"):
+            release(version=lax["model_version"], override_reason="canary rehearsal")
+    finally:
+        load.stop()
+    assert _live_slot(home) == "blue" and load.failures() == 0, load.failure_kinds()
+
+
 def test_blue_to_green_under_load_drops_nothing(released) -> None:
     home = released["home"]
     load = LoadGenerator(f"{_router(released)}/predict", TRAFFIC, connections=32).start()
