@@ -140,7 +140,7 @@ def test_failing_gate_blocks_promotion(prefect_api, settings, tmp_path, monkeypa
     mlflow.set_tracking_uri(settings.tracking_uri)
     with pytest.raises(mlflow.exceptions.MlflowException):
         MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
-    assert [e["action"] for e in audit_log(settings).entries()][-1] == "gate_failed"
+    assert [e["action"] for e in audit_log(settings).entries()][-2:] == ["gate_failed", "promotion_refused"]
 
 
 def test_auto_approval_is_a_dev_setting_and_audited(prefect_api, settings, monkeypatch) -> None:

@@ -40,6 +40,19 @@ def _events(api: str, names: tuple[str, ...]) -> list[dict]:
     return httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"]
 
 
+def _click_run(api: str, deployment: str) -> str:
+    """What the UI's "Run" button does; a busy SQLite-backed server answers 503 now and then, as a user would
+    see and click again."""
+    found = httpx.get(f"{api}/deployments/name/{deployment}", timeout=10).json()
+    for _ in range(10):
+        started = httpx.post(f"{api}/deployments/{found['id']}/create_flow_run", json={"parameters": {}}, timeout=30)
+        if started.status_code != 503:
+            break
+        time.sleep(3)
+    assert started.status_code == 201, started.text
+    return started.json()["id"]
+
+
 def _run_states(api: str, flow: str) -> list[str]:
     body = {"flows": {"name": {"any_": [flow]}}}
     return [r["state_type"] for r in httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()]
@@ -84,9 +97,7 @@ def test_a_dropped_csv_goes_live_and_a_killed_slot_comes_back(platform) -> None:
     assert names == CHAIN
 
     # The UI's "Run" button: a flow run of deployment train/train created through the API.
-    deployment = httpx.get(f"{api}/deployments/name/train/train", timeout=10).json()
-    started = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {}}, timeout=10)
-    assert started.status_code == 201, started.text
+    _click_run(api, "train/train")
     _wait(lambda: router_version(config) == "2", 600, "v2 live through the router")
     both = ["COMPLETED", "COMPLETED"]
     _wait(lambda: _run_states(api, "release") == both, 120, "v2's release to pass its watch window")
@@ -109,9 +120,7 @@ def test_the_release_deployment_run_from_the_api_in_a_fresh_process(platform) ->
     user, config, api = platform["user"], platform["config"], platform["api"]
     first = user.json("train", "--trials", "2")  # under `potable up`: reports to its server
     _wait(lambda: router_version(config) == first["model_version"], 600, "the chain releasing the CLI's version")
-    deployment = httpx.get(f"{api}/deployments/name/release/release", timeout=10).json()
-    run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {}}, timeout=10)
-    run_id = run.json()["id"]
+    run_id = _click_run(api, "release/release")
 
     def final() -> str | None:
         state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state_type"]
