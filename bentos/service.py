@@ -23,7 +23,6 @@ import pandas as pd
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
-from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
@@ -60,9 +59,10 @@ FRONTEND_HTML = Path(__file__).with_name("static") / "frontend.html"
 PROTECTED_PATHS = ("/predict", "/predict_batch")  # health, metrics, docs and metadata stay open
 
 
-def _predictions_counter() -> Counter:
-    """The predictions counter; packaging imports this module once per build, so it may exist already."""
-    from prometheus_client import REGISTRY
+def predictions_counter():
+    """The predictions counter, made in the worker: prometheus_client must be imported only after BentoML set
+    PROMETHEUS_MULTIPROC_DIR, or each worker counts alone and /metrics shows whichever worker answers."""
+    from prometheus_client import REGISTRY, Counter
 
     try:
         return Counter(
@@ -72,9 +72,6 @@ def _predictions_counter() -> Counter:
         )
     except ValueError:  # registered by an earlier import in this process
         return REGISTRY._names_to_collectors["potable_predictions_total"]  # noqa: SLF001
-
-
-PREDICTIONS = _predictions_counter()
 
 
 def prediction_log() -> logging.Logger:
@@ -190,7 +187,9 @@ class WaterPotability:
         self.threshold = float(self.labels.get("threshold", 0.5))
         self.version = self.labels.get("model_version", "unknown")
         # Resolved once: looking up a labelled child costs more than the prediction itself.
-        self.counted = {c: PREDICTIONS.labels(predicted_class=str(c), model_version=self.version) for c in (0, 1)}
+        self.counted = {
+            c: predictions_counter().labels(predicted_class=str(c), model_version=self.version) for c in (0, 1)
+        }
         self.scorer.positive(_rows([{}]))  # first call allocates; pay it before traffic, not on a request
         prediction_log()
         # Objects alive now live as long as the server: keep them out of the cyclic GC, whose full

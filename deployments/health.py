@@ -40,8 +40,8 @@ def predicted_classes(metrics_text: str, version: str) -> dict[int, float]:
     return counts
 
 
-def read_classes(base_url: str, version: str) -> dict[int, float]:
-    return predicted_classes(httpx.get(f"{base_url}/metrics", timeout=3).text, version)
+def read_classes(base_url: str, version: str, timeout: float = 2.0) -> dict[int, float]:
+    return predicted_classes(httpx.get(f"{base_url}/metrics", timeout=timeout).text, version)
 
 
 def potable_share(before: dict[int, float], after: dict[int, float]) -> tuple[float, float]:

@@ -29,6 +29,7 @@ from deployments.router import NginxRouter
 from deployments.slots import SlotError, SlotProcess, start_slot, stop_slot, sweep_port, wait_ready
 
 SLOTS = ("blue", "green")
+DRAIN_SECONDS = 2.0  # after a switch back, before the rolled-back slot is stopped (nginx's old workers finish)
 Record = Callable[[str, dict[str, Any]], None]
 
 
@@ -145,9 +146,11 @@ class Watch:
             if w.p99_ms > self.rules["max_p99_ms"]:
                 return f"client p99 {w.p99_ms:.0f} ms over {w.requests:.0f} predictions"
         try:
-            answers, share = potable_share(self.classes_at_switch, read_classes(self.slot.url, self.slot.version))
+            now = read_classes(self.slot.url, self.slot.version, self.rules["probe_timeout_seconds"])
+            answers, share = potable_share(self.classes_at_switch, now)
         except httpx.HTTPError:
             return None  # the probes above judge an unresponsive slot
+        self.seen[-1] |= {"answers": answers, "potable_share": round(share, 4)}
         return canary_breach(answers, share, self.expected_share, self.old, self.canary)
 
 
@@ -302,10 +305,14 @@ class BlueGreen:
             baseline = {"expected_share": expected_share, "classes": self._classes(slot)}
             if old_before is not None and old_after is not None:
                 baseline["old"] = potable_share(old_before, old_after)
+            self.record(
+                "canary_baseline", {"slot": slot.name, "expected_share": expected_share, "old": baseline.get("old")}
+            )
             if on_switched is not None:
                 on_switched(slot)
             breach, rollback_s, seen = self.watch(slot, previous, baseline)
             if breach is not None:
+                time.sleep(DRAIN_SECONDS)  # requests already on their way to the failed slot get their answer
                 self.retire(slot.name)
                 return Outcome("rolled_back", version, previous or "", slot.name, switched_s, breach, rollback_s, seen)
             self.retire(previous)

@@ -63,10 +63,27 @@ def namespace_prefix() -> tuple[str, ...]:
     return argv if probe.returncode == 0 else ()
 
 
+def slot_bentoml_home(home: Path, name: str, store: Path) -> Path:
+    """A BENTOML_HOME per slot: the shared Bento and model stores linked in, everything else its own.
+
+    BentoML wipes `<BENTOML_HOME>/prometheus_multiproc_dir` when a server starts; with one home for both
+    slots, starting the new slot reset the live slot's /metrics (counters went backwards mid-release).
+    """
+    own = home / "run" / f"bentoml-{name}"
+    own.mkdir(parents=True, exist_ok=True)
+    for folder in ("bentos", "models"):
+        (store / folder).mkdir(parents=True, exist_ok=True)
+        link = own / folder
+        if not link.is_symlink():
+            link.symlink_to(store / folder, target_is_directory=True)
+    return own
+
+
 def start_slot(name: str, port: int, bento_tag: str, version: str, home: Path, env: dict[str, str]) -> SlotProcess:
     """`env` is the whole environment of the slot (potable.environment.child_env): nothing is inherited."""
     log = home / "logs" / f"slot-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = env | {"BENTOML_HOME": str(slot_bentoml_home(home, name, Path(env["BENTOML_HOME"])))}
     sweep_port(port)  # an orphan of an earlier slot must not answer in this one's place
     bentoml_cli = str(Path(sys.executable).with_name("bentoml"))
     argv = [*namespace_prefix(), bentoml_cli, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
@@ -130,9 +147,13 @@ def stop_slot(slot: SlotProcess, timeout: float = 30.0) -> None:
         members = [psutil.Process(slot.pid), *psutil.Process(slot.pid).children(recursive=True)]
         try:
             os.killpg(slot.pid, signal.SIGTERM)
-            os.killpg(slot.pid, signal.SIGCONT)  # a hung (stopped) slot handles its SIGTERM too
         except ProcessLookupError:
             pass
+        for member in members:  # a hung (stopped) slot, workers included, handles its SIGTERM too
+            try:
+                member.send_signal(signal.SIGCONT)
+            except psutil.Error:
+                pass
         _, alive = psutil.wait_procs(members, timeout=timeout)
         if alive:
             try:
