@@ -74,6 +74,9 @@ def stages(api: str, home: Path, dropped: float, version: str) -> dict[str, floa
     found: dict[str, float] = {}
     for event in httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"]:
         at = epoch(event["occurred"])
+        resource = event["resource"]["prefect.resource.id"]
+        if event["event"] != "s3.object.created" and not resource.endswith(f".{version}"):
+            continue  # another version's step
         if at >= dropped and event["event"] not in found:
             found[f"event {event['event']}"] = at - dropped
     runs = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
@@ -127,6 +130,11 @@ def one_round(scratch: Path) -> tuple[float, float, int]:
             live = wait_all_new(router, str(number))
             took.append(live - dropped)
             print(f"v{number}: CSV dropped → 100% of router answers v{number}: {live - dropped:.1f} s")
+            deadline = time.monotonic() + 120  # the watch window still runs: wait for its verdict to print it
+            while time.monotonic() < deadline and not any(
+                "released" in stage for stage in stages(api, home, dropped, str(number))
+            ):
+                time.sleep(1)
             for stage, seconds in stages(api, home, dropped, str(number)).items():
                 print(f"    +{seconds:7.1f} s  {stage}")
         load.stop()
