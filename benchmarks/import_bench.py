@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
+import subprocess  # nosec B404 # runs our own interpreter with fixed argv
 import sys
 import tempfile
 import time
@@ -28,7 +28,7 @@ def timed_import(module: str, empty_cache: str | None) -> float:
     if empty_cache:
         env["PYTHONPYCACHEPREFIX"] = empty_cache
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, env=env, check=True)
+    subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, env=env, check=True)  # nosec B603
     return time.perf_counter() - began
 
 

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
+import subprocess  # nosec B404 # runs our own potable CLI with fixed argv
 import sys
 import tempfile
 import time
@@ -113,7 +113,7 @@ def one_round(scratch: Path) -> tuple[float, float, int]:
         f"http://127.0.0.1:{config['router']['listen']}",
     )
     began = time.monotonic()
-    subprocess.run([POTABLE, "up"], env=env, cwd=PROJECT_ROOT, check=True, capture_output=True, timeout=600)
+    subprocess.run([POTABLE, "up"], env=env, cwd=PROJECT_ROOT, check=True, capture_output=True, timeout=600)  # nosec B603
     print(f"potable up: {time.monotonic() - began:.1f} s")
     try:
         while not (home / "run" / "watcher-state.json").exists():
@@ -142,7 +142,7 @@ def one_round(scratch: Path) -> tuple[float, float, int]:
         print(f"client load during v2: {load.served()} served, {failures} failed {load.failure_kinds() or ''}")
         return took[0], took[1], failures
     finally:
-        subprocess.run([POTABLE, "down"], env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=300)
+        subprocess.run([POTABLE, "down"], env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=300)  # nosec B603
 
 
 def main() -> int:
