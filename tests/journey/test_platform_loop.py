@@ -111,7 +111,8 @@ def test_a_dropped_csv_goes_live_and_a_killed_slot_comes_back(platform) -> None:
     killed = time.monotonic()
     _wait(lambda: router_version(config) == "2", 300, "the supervisor bringing the live slot back", interval=0.5)
     print(f"live slot killed → answering again: {time.monotonic() - killed:.1f} s")
-    assert "slot_restarted" in (home / "audit" / "audit.jsonl").read_text()
+    audit = home / "audit" / "audit.jsonl"
+    _wait(lambda: "slot_restarted" in audit.read_text(), 30, "the restart in the audit trail", interval=0.2)
     assert "intact" in platform["user"].run("potable", "audit", "verify").stdout
 
 
