@@ -7,10 +7,12 @@ requests answered by the new slot), the slot's own /metrics, and the model-level
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 PREDICTION_ENDPOINTS = ("/predict", "/predict_batch")
@@ -64,8 +66,6 @@ class RouterLog:
         self.offset = path.stat().st_size if path.exists() else 0
 
     def read(self, upstream_port: int) -> Window:
-        import json
-
         if not self.path.exists():
             return Window(0, 0.0, 0.0)
         if self.path.stat().st_size < self.offset:  # truncated between releases
@@ -90,6 +90,4 @@ class RouterLog:
             errors += int(str(entry.get("status", "0")).startswith("5"))
         if not took:
             return Window(0, 0.0, 0.0)
-        import numpy as np
-
         return Window(len(took), errors / len(took), float(np.percentile(took, 99)))

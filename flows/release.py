@@ -166,14 +166,12 @@ def release(version: str | None = None, override_reason: str | None = None, acto
 
 
 def roll_out(mv, config: dict[str, Any], settings: Settings, actor: str) -> dict:
-    if config.get("target", "local") == "aws":
-        if not mv.tags.get("image"):
-            publish_image(str(mv.version), settings, actor)
-            mv = MlflowClient().get_model_version(MODEL_NAME, str(mv.version))
-        return report(release_on_aws(mv, config, settings), settings, actor)
-    if config.get("image", {}).get("build_local") and not mv.tags.get("image_digest"):
-        publish_image(str(mv.version), settings, actor)
+    on_aws = config.get("target", "local") == "aws"
+    if (on_aws or config.get("image", {}).get("build_local")) and not mv.tags.get("image"):
+        publish_image(str(mv.version), settings, actor)  # AWS runs the image; locally it is the setting's call
         mv = MlflowClient().get_model_version(MODEL_NAME, str(mv.version))
+    if on_aws:
+        return report(release_on_aws(mv, config, settings), settings, actor)
     golden, expected, share = golden_set(
         str(mv.version), config["smoke"]["golden_rows"], load_config(settings.training_config)
     )

@@ -65,6 +65,16 @@ def _quiet_tracebacks() -> None:
                     handler.setFormatter(_NoTraceback(handler.formatter or logging.Formatter()))
 
 
+def _use_running_api(missing: str) -> None:
+    """Talk to the Prefect API that already runs for this home (never start one: there is nothing to ask)."""
+    from potable.prefect_api import running_api_url
+
+    api = running_api_url(_prepare_environment())
+    if not api:
+        _fail(missing)
+    os.environ["PREFECT_API_URL"] = api
+
+
 def _run_flow(what: str, load: Callable[[], tuple[Callable[..., Any], tuple[type[Exception], ...]]], **params) -> Any:
     """Run a flow against the Prefect API from a command: the API starts (or is found) first, the flow's
     imports run while it starts, and a refusal the flow raises on purpose becomes one readable line."""
@@ -266,13 +276,7 @@ def approve(
     comment: Annotated[str, typer.Option(help="Why; kept in the audit trail")] = "",
 ) -> None:
     """Answer a waiting promotion (the same form the Prefect UI shows on the paused `promote` run)."""
-    home = _prepare_environment()
-    from potable.prefect_api import running_api_url
-
-    api = running_api_url(home)
-    if not api:
-        _fail("no Prefect API to answer: set PREFECT_API_URL, or run this while `potable promote` is waiting")
-    os.environ["PREFECT_API_URL"] = api
+    _use_running_api("no Prefect API to answer: set PREFECT_API_URL, or run this while `potable promote` is waiting")
     from potable.approvals import answer_promotion
 
     try:
@@ -529,13 +533,7 @@ def rollout_supervise(
 @app.command()
 def approvals() -> None:
     """Promotions waiting for a person: version, test metrics, since when, and the run's page in the Prefect UI."""
-    home = _prepare_environment()
-    from potable.prefect_api import running_api_url
-
-    api = running_api_url(home)
-    if not api:
-        _fail("no Prefect API to ask: start the platform (`potable up`) or set PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = api
+    _use_running_api("no Prefect API to ask: start the platform (`potable up`) or set PREFECT_API_URL")
     from potable.approvals import pending_approvals
 
     pending = pending_approvals()
