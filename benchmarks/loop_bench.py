@@ -31,8 +31,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.loadgen import LoadGenerator  # noqa: E402
-from potable.batches import read_batch  # noqa: E402
-from potable.settings import BUNDLED_DATA, CONFIG_DIR, FEATURES, PROJECT_ROOT  # noqa: E402
+from core.batches import read_batch  # noqa: E402
+from core.settings import BUNDLED_DATA, CONFIG_DIR, FEATURES, PROJECT_ROOT  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 POTABLE = str(Path(sys.executable).with_name("potable"))

@@ -21,7 +21,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 
-from potable.settings import BUNDLED_DATA, FEATURES, LABEL, MODEL_NAME, get_settings
+from core.settings import BUNDLED_DATA, FEATURES, LABEL, MODEL_NAME, get_settings
 from tasks.data import read_batch
 
 BAR = 0.70

@@ -29,8 +29,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
 from benchmarks.loadgen import LoadGenerator  # noqa: E402
-from potable.batches import read_batch  # noqa: E402
-from potable.settings import BUNDLED_DATA, CONFIG_DIR, FEATURES  # noqa: E402
+from core.batches import read_batch  # noqa: E402
+from core.settings import BUNDLED_DATA, CONFIG_DIR, FEATURES  # noqa: E402
 from tests.conftest import SlackReceiver, free_port  # noqa: E402
 
 
@@ -93,9 +93,9 @@ def run(connections: int, watch_seconds: float, scratch: Path) -> bool:
         healthy = release(version=v2, override_reason="second model, reviewed")
         load2.stop()
     finally:
+        from core.environment import child_env
+        from core.settings import get_settings
         from deployments.rollout import BlueGreen
-        from potable.environment import child_env
-        from potable.settings import get_settings
 
         BlueGreen(home, config, lambda *_: None, child_env(get_settings())).shutdown()
         slack.stop()

@@ -13,7 +13,7 @@ import mlflow
 import pandas as pd
 from flask import Flask, jsonify, request
 
-from potable.settings import FEATURES
+from core.settings import FEATURES
 
 mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
 model = mlflow.sklearn.load_model(os.environ["POTABLE_BASELINE_MODEL_URI"])

@@ -148,7 +148,7 @@ def main() -> int:
     args = parser.parse_args()
     from mlflow import MlflowClient
 
-    from potable.settings import MODEL_NAME, get_settings
+    from core.settings import MODEL_NAME, get_settings
 
     settings = get_settings()
     mv = MlflowClient(tracking_uri=settings.tracking_uri).get_model_version(MODEL_NAME, args.version)

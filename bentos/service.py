@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
-# Repeated from potable.settings on purpose: a Bento carries service.py alone and must not import the platform.
+# Repeated from core.settings on purpose: a Bento carries service.py alone and must not import the platform.
 FEATURES = [
     "ph",
     "Hardness",

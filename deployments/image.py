@@ -68,7 +68,7 @@ def ensure_base_image(mirror: str, ca_dir: Path, reference: str = LOCAL_BASE) ->
 def containerize(bento_tag: str, reference: str, env: dict[str, str]) -> str:
     """`bentoml containerize` with the buildah backend (chroot isolation: no daemon, no cgroups needed).
 
-    `env` (potable.environment.child_env) names the BentoML store the Bento is in."""
+    `env` (core.environment.child_env) names the BentoML store the Bento is in."""
     bentoml_cli = str(Path(sys.executable).with_name("bentoml"))
     argv = [bentoml_cli, "containerize", "--backend", "buildah", "--opt", "isolation=chroot", "--opt", "layers"]
     _run([*argv, "-t", reference, bento_tag], f"containerizing {bento_tag}", env=env)

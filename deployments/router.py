@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from string import Template
 
-from potable.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 
 TEMPLATE = PROJECT_ROOT / "infra" / "nginx" / "router.conf.template"
 

@@ -80,7 +80,7 @@ def slot_bentoml_home(home: Path, name: str, store: Path) -> Path:
 
 
 def start_slot(name: str, port: int, bento_tag: str, version: str, home: Path, env: dict[str, str]) -> SlotProcess:
-    """`env` is the whole environment of the slot (potable.environment.child_env): nothing is inherited."""
+    """`env` is the whole environment of the slot (core.environment.child_env): nothing is inherited."""
     log = home / "logs" / f"slot-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = env | {"BENTOML_HOME": str(slot_bentoml_home(home, name, Path(env["BENTOML_HOME"])))}

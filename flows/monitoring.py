@@ -12,13 +12,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from core.alerts import FLOW_ALERT_HOOKS, Alert, send_alert
+from core.batches import training_features
+from core.settings import MODEL_NAME, Settings, get_settings, load_config
 from governance.audit import audit_log
-from potable.alerts import FLOW_ALERT_HOOKS, Alert, send_alert
-from potable.batches import training_features
-from potable.drift import DriftReport, compare, read_prediction_log, window_start
-from potable.settings import MODEL_NAME, Settings, get_settings, load_config
+from tasks.drift import DriftReport, compare, read_prediction_log, window_start
 
-DRIFT_EVENT = "potable.drift.detected"
+DRIFT_EVENT = "tasks.drift.detected"
 
 
 @task(cache_policy=NO_CACHE)

@@ -17,9 +17,9 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
+from core.alerts import FLOW_ALERT_HOOKS
+from core.settings import EVENT_RESOURCE_PREFIX, MODEL_NAME, get_settings, load_config
 from governance.audit import audit_log
-from potable.alerts import FLOW_ALERT_HOOKS
-from potable.settings import EVENT_RESOURCE_PREFIX, MODEL_NAME, get_settings, load_config
 from tasks.registry import CHAMPION_ALIAS, setup_mlflow
 
 PROMOTE_FLOW = "promote"

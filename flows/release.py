@@ -16,12 +16,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 
+from core.alerts import FLOW_ALERT_HOOKS
+from core.batches import read_batch
+from core.environment import child_env
+from core.settings import BUNDLED_DATA, MODEL_NAME, Settings, get_settings, load_config
 from deployments.rollout import BlueGreen, Outcome, RolloutFailed
 from governance.audit import audit_log
-from potable.alerts import FLOW_ALERT_HOOKS
-from potable.batches import read_batch
-from potable.environment import child_env
-from potable.settings import BUNDLED_DATA, MODEL_NAME, Settings, get_settings, load_config
 from tasks.data import split_batch
 from tasks.registry import setup_mlflow
 

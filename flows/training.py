@@ -12,10 +12,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
 
+from core.alerts import FLOW_ALERT_HOOKS
+from core.batches import Batch
+from core.settings import BUNDLED_DATA, EVENT_RESOURCE_PREFIX, MODEL_NAME, Settings, get_settings, load_config
 from governance.audit import audit_log
-from potable.alerts import FLOW_ALERT_HOOKS
-from potable.batches import Batch
-from potable.settings import BUNDLED_DATA, EVENT_RESOURCE_PREFIX, MODEL_NAME, Settings, get_settings, load_config
 from tasks.data import Split, load_batch, read_batch, split_batch_task
 from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
 from tasks.governance import GovernanceVerdict, govern_task

@@ -10,9 +10,9 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from core.settings import MODEL_NAME, Settings
 from governance.audit import audit_log
 from governance.model_card import model_card_html
-from potable.settings import MODEL_NAME, Settings
 
 
 def _verdict(run_id: str) -> dict:

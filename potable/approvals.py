@@ -44,8 +44,8 @@ def pending_approvals() -> list[dict[str, str]]:
     """Every paused `promote` run: version, test metrics from the registry, since when, its UI page."""
     from mlflow import MlflowClient
 
-    from potable.alerts import flow_run_url
-    from potable.settings import MODEL_NAME, get_settings
+    from core.alerts import flow_run_url
+    from core.settings import MODEL_NAME, get_settings
     from tasks.registry import setup_mlflow
 
     setup_mlflow(get_settings())

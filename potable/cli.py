@@ -23,9 +23,9 @@ app = typer.Typer(
 
 
 def _prepare_environment() -> Path:
-    """This command's process gets the environment derived from the settings (potable/environment.py)."""
-    from potable.environment import apply
-    from potable.settings import get_settings
+    """This command's process gets the environment derived from the settings (core/environment.py)."""
+    from core.environment import apply
+    from core.settings import get_settings
 
     return apply(get_settings()).home_dir
 
@@ -99,13 +99,13 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Seed for split, CV and sampler")] = None,
 ) -> None:
     """Validate a batch, tune, evaluate and register a model; the last stdout line is a JSON summary."""
-    from potable.settings import BUNDLED_DATA
+    from core.settings import BUNDLED_DATA
 
     data = data or str(BUNDLED_DATA)
 
     def load():
-        from potable.expectations import start_prevalidation
-        from potable.settings import get_settings
+        from core.expectations import start_prevalidation
+        from core.settings import get_settings
 
         start_prevalidation(data, get_settings())
         # Imported while the Prefect server and the validation worker start.
@@ -133,7 +133,7 @@ def validate(
 ) -> None:
     """Validate one batch with the Great Expectations suite (exit 0 valid, 1 rejected)."""
     _prepare_environment()
-    from potable.settings import get_settings
+    from core.settings import get_settings
     from tasks.data import BatchError, fetch_batch
     from tasks.validation import quarantine_batch, validate_batch
 
@@ -180,9 +180,9 @@ def monitor(
 @app.command()
 def up() -> None:
     """Start Prefect server (UI), a worker, the MLflow UI and the data watcher; register the deployments."""
+    from core.settings import get_settings
     from potable.platform import PlatformError
     from potable.platform import up as platform_up
-    from potable.settings import get_settings
 
     _prepare_environment()
     try:
@@ -195,8 +195,8 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop everything `potable up` started, and the router and slots releases started."""
+    from core.settings import get_settings
     from potable.platform import down as platform_down
-    from potable.settings import get_settings
 
     stopped = platform_down(get_settings())
     target = _blue_green()
@@ -209,8 +209,8 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """What runs where (exit 1 when a service is down)."""
+    from core.settings import get_settings
     from potable.platform import status as platform_status
-    from potable.settings import get_settings
 
     report = platform_status(get_settings())
     _print_status(report)
@@ -239,7 +239,7 @@ def watch(
     """Turn each new object in the landing area into one Prefect event `s3.object.created`."""
     import logging
 
-    from potable.settings import get_settings
+    from core.settings import get_settings
     from potable.watcher import source_for
     from potable.watcher import watch as watch_loop
 
@@ -290,7 +290,7 @@ def approve(
 def package(version: Annotated[str, typer.Option(help="Model version that passed the policy gate")]) -> None:
     """Build a Bento for a governed model version (refused for versions that failed the gate)."""
     _prepare_environment()
-    from potable.settings import get_settings
+    from core.settings import get_settings
     from tasks.packaging import PackagingRefused, package_version
 
     try:
@@ -332,8 +332,8 @@ def audit_verify(
     path: Annotated[Path | None, typer.Option(help="Audit file; default POTABLE_HOME/audit")] = None,
 ) -> None:
     """Check the chain; exit 1 naming the first line that was edited, deleted, inserted or reordered."""
+    from core.settings import get_settings
     from governance.audit import AuditLog, audit_log
-    from potable.settings import get_settings
 
     log = AuditLog(path) if path else audit_log(get_settings())
     if not log.path.exists():
@@ -347,8 +347,8 @@ def audit_verify(
 @audit_app.command("lineage")
 def audit_lineage(version: Annotated[str, typer.Option(help="Model version")]) -> None:
     """Print the chain of a model version: data → validation → study → run → version → gate → approval."""
+    from core.settings import get_settings
     from governance.audit import audit_log
-    from potable.settings import get_settings
 
     entries = audit_log(get_settings()).lineage(version)
     if not entries:
@@ -369,8 +369,8 @@ def governance_report(
 ) -> None:
     """One HTML page: model card, policy results, slice table and audit lineage of a version."""
     _prepare_environment()
+    from core.settings import get_settings
     from governance.report import write_governance_report
-    from potable.settings import get_settings
 
     try:
         path = write_governance_report(version, get_settings(), out)
@@ -403,9 +403,9 @@ def image(version: Annotated[str, typer.Option(help="Gated version whose Bento b
     """Build the version's OCI image with buildah (no Docker daemon) and push it to POTABLE_IMAGE_REGISTRY."""
 
     def load():
+        from core.settings import get_settings
         from deployments.image import ImageError
         from flows.release import ReleaseRefused, publish_image
-        from potable.settings import get_settings
 
         return (lambda: publish_image(version, get_settings(), _actor())), (ImageError, ReleaseRefused)
 
@@ -424,10 +424,10 @@ app.add_typer(rollout_app, name="rollout")
 
 
 def _blue_green(actor: str | None = None):
+    from core.environment import apply, child_env
+    from core.settings import get_settings, load_config
     from deployments.rollout import BlueGreen
     from governance.audit import audit_log
-    from potable.environment import apply, child_env
-    from potable.settings import get_settings, load_config
 
     settings = apply(get_settings())
     audit = audit_log(settings)
@@ -483,9 +483,9 @@ def rollout_stop() -> None:
 @rollout_app.command("history")
 def rollout_history(as_json: Annotated[bool, typer.Option("--json", help="JSON, for machines")] = False) -> None:
     """What served when: each switch, rollback, restart and stop as an interval (version, Bento, digest, slot)."""
+    from core.settings import get_settings
     from deployments.history import served_intervals
     from governance.audit import audit_log
-    from potable.settings import get_settings
 
     intervals = served_intervals(audit_log(get_settings()).entries())
     if as_json:
@@ -507,8 +507,8 @@ def rollout_supervise(
     """Keep the live slot and the router up (started by `potable up`): restart what died, audit and alert."""
     import time
 
-    from potable.alerts import Alert, send_alert
-    from potable.settings import get_settings
+    from core.alerts import Alert, send_alert
+    from core.settings import get_settings
 
     target = _blue_green(actor="supervisor")
     while True:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import psutil
 
-from potable.environment import child_env
-from potable.settings import PROJECT_ROOT, Settings
+from core.environment import child_env
+from core.settings import PROJECT_ROOT, Settings
 
 WORK_POOL = "potable-process"
 STOP_ORDER = ("supervisor", "watcher", "worker", "mlflow", "prefect-server")

@@ -7,7 +7,7 @@ import sys
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from potable.settings import MODEL_NAME, get_settings
+from core.settings import MODEL_NAME, get_settings
 from tasks.packaging import PackagingRefused, bentoml_home, package_version
 from tasks.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, setup_mlflow
 

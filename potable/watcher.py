@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
-from potable.batches import split_s3_uri
-from potable.settings import Settings
+from core.batches import split_s3_uri
+from core.settings import Settings
 
 ARRIVAL_EVENT = "s3.object.created"
 SETTLE_SECONDS = 1.0  # a local file younger than this may still be being written

@@ -13,8 +13,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import train_test_split
 
-from potable.batches import Batch, BatchError, file_sha256, read_batch, split_s3_uri
-from potable.settings import FEATURES, LABEL, Settings
+from core.batches import Batch, BatchError, file_sha256, read_batch, split_s3_uri
+from core.settings import FEATURES, LABEL, Settings
 
 __all__ = ["Batch", "BatchError", "file_sha256", "read_batch", "split_s3_uri", "fetch_batch", "split_batch"]
 

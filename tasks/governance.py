@@ -18,12 +18,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
+from core.settings import MODEL_NAME, Settings, load_config
 from governance.audit import audit_log
 from governance.champion import Comparison, compare_with_champion
 from governance.model_card import build_model_card, model_card_html
 from governance.policy import PolicyReport, evaluate_policy
 from governance.slices import SliceReport, assess_slices
-from potable.settings import MODEL_NAME, Settings, load_config
 from tasks.evaluation import classification_metrics
 from tasks.registry import CHAMPION_ALIAS, RegisteredVersion
 

@@ -18,10 +18,10 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from core.batches import training_features
+from core.settings import MODEL_NAME, PROJECT_ROOT, Settings
 from governance.audit import audit_log
-from potable.batches import training_features
-from potable.onnx_export import OnnxExportError, export_checked
-from potable.settings import MODEL_NAME, PROJECT_ROOT, Settings
+from tasks.onnx_export import OnnxExportError, export_checked
 from tasks.registry import serving_requirements, setup_mlflow
 
 BENTO_DIR = PROJECT_ROOT / "bentos"

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
-from potable.settings import MODEL_NAME, PROJECT_ROOT, Settings
+from core.settings import MODEL_NAME, PROJECT_ROOT, Settings
 
 CANDIDATE_ALIAS = "candidate"
 CHAMPION_ALIAS = "champion"

@@ -1,4 +1,4 @@
-"""Prefect tasks for validating a batch (potable/expectations.py) and quarantining a rejected one."""
+"""Prefect tasks for validating a batch (core/expectations.py) and quarantining a rejected one."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from potable.batches import Batch, split_s3_uri
-from potable.expectations import ValidationReport, validate_batch
-from potable.settings import Settings
+from core.batches import Batch, split_s3_uri
+from core.expectations import ValidationReport, validate_batch
+from core.settings import Settings
 from tasks.data import s3_bucket
 
 __all__ = ["ValidationReport", "validate_batch", "quarantine_batch", "validate_batch_task", "quarantine_batch_task"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from potable.alerts import Alert, alert_from_state, send_alert, slack_payload
-from potable.settings import Settings
+from core.alerts import Alert, alert_from_state, send_alert, slack_payload
+from core.settings import Settings
 
 ALERT = Alert(
     title="train failed",

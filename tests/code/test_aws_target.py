@@ -114,7 +114,7 @@ def test_target_5xx_after_the_switch_rolls_back_to_blue(stack) -> None:
 
 def test_cloudformation_template_creates_the_stack_on_moto(aws) -> None:
     """infra/cloudformation/potable.yaml is accepted and its resources exist afterwards."""
-    from potable.settings import PROJECT_ROOT
+    from core.settings import PROJECT_ROOT
 
     ec2 = aws("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
@@ -159,8 +159,8 @@ def test_release_flow_with_the_aws_target(stack, prefect_api, settings, monkeypa
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
+    from core.settings import CONFIG_DIR, FEATURES, MODEL_NAME, Settings
     from flows.release import release
-    from potable.settings import CONFIG_DIR, FEATURES, MODEL_NAME, Settings
     from tasks.registry import setup_mlflow
 
     target, name = stack

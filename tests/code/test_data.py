@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from potable.settings import BUNDLED_DATA, FEATURES
+from core.settings import BUNDLED_DATA, FEATURES
 from tasks.data import BatchError, fetch_batch, file_sha256, read_batch, split_batch, split_s3_uri
 
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from potable.drift import compare, psi, read_prediction_log
-from potable.settings import CONFIG_DIR, FEATURES, load_config
+from core.settings import CONFIG_DIR, FEATURES, load_config
+from tasks.drift import compare, psi, read_prediction_log
 
 RULES = load_config(CONFIG_DIR / "monitoring.yaml")
 

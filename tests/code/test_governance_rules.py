@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.settings import CONFIG_DIR, load_config
 from governance.champion import compare_with_champion
 from governance.policy import evaluate_policy
 from governance.slices import assess_slices, slice_labels
-from potable.settings import CONFIG_DIR, load_config
 
 POLICY = load_config(CONFIG_DIR / "policy.yaml")
 GOOD = {

@@ -10,8 +10,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 from test_tuning import FAMILIES  # same small, fast configurations as the tuning tests
 
-from potable.onnx_export import OnnxExportError, export_checked, positive_probability, session
-from potable.settings import FEATURES
+from core.settings import FEATURES
+from tasks.onnx_export import OnnxExportError, export_checked, positive_probability, session
 from tasks.tuning import build_pipeline
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.settings import PROJECT_ROOT, Settings
 from flows.training import training_config
-from potable.settings import PROJECT_ROOT, Settings
 
 
 def test_defaults_live_under_potable_home(potable_home) -> None:
@@ -47,7 +47,7 @@ def test_zero_trials_is_refused(settings) -> None:
 
 
 def test_config_copies_cannot_alter_the_cache(settings) -> None:
-    from potable.settings import load_config
+    from core.settings import load_config
 
     first = load_config(settings.policy_config)
     first["rules"][0]["limit"] = 0.99

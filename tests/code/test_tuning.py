@@ -8,7 +8,7 @@ import optuna
 import pytest
 from sklearn.base import clone
 
-from potable.settings import load_config
+from core.settings import load_config
 from tasks.data import split_batch
 from tasks.registry import setup_mlflow
 from tasks.tuning import build_pipeline, cv_roc_auc, run_study, suggest
@@ -50,7 +50,7 @@ def test_every_family_is_a_cloneable_pipeline_with_probabilities(family, small_s
 
 
 def test_search_space_covers_at_least_three_families() -> None:
-    config = load_config(__import__("potable.settings").settings.CONFIG_DIR / "training.yaml")
+    config = load_config(__import__("core.settings").settings.CONFIG_DIR / "training.yaml")
     assert len(config["search_space"]) >= 3
     assert set(config["search_space"]) <= set(FAMILIES)
 

@@ -8,7 +8,7 @@ import mlflow
 import optuna
 import pytest
 
-from potable.settings import load_config
+from core.settings import load_config
 from tasks.data import split_batch
 from tasks.registry import setup_mlflow
 from tasks.tuning import run_study, shares

@@ -99,7 +99,7 @@ def test_quarantine_moves_the_batch_with_a_reason_file(reference_frame, write_cs
 
 
 def test_worker_result_is_used_for_the_same_bytes(reference_frame, write_csv, settings, monkeypatch) -> None:
-    from potable import expectations
+    from core import expectations
 
     path = write_csv(reference_frame.assign(Turbidity=-2.0))
     assert expectations.start_prevalidation(str(path), settings)
@@ -113,7 +113,7 @@ def test_worker_result_is_used_for_the_same_bytes(reference_frame, write_csv, se
 
 
 def test_worker_result_is_ignored_when_the_bytes_changed(reference_frame, write_csv, settings) -> None:
-    from potable import expectations
+    from core import expectations
 
     path = write_csv(reference_frame)
     assert expectations.start_prevalidation(str(path), settings)
@@ -126,7 +126,7 @@ def test_worker_result_is_ignored_when_the_bytes_changed(reference_frame, write_
 
 
 def test_no_worker_for_s3_or_absent_files(settings, tmp_path) -> None:
-    from potable import expectations
+    from core import expectations
 
     assert not expectations.start_prevalidation("s3://bucket/key.csv", settings)
     assert not expectations.start_prevalidation(str(tmp_path / "absent.csv"), settings)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from potable.settings import BUNDLED_DATA, COLUMNS, load_config
+from core.settings import BUNDLED_DATA, COLUMNS, load_config
 from tasks.data import fetch_batch, file_sha256
 from tasks.validation import validate_batch
 

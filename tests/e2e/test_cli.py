@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from potable.settings import BUNDLED_DATA, MODEL_NAME, PROJECT_ROOT
+from core.settings import BUNDLED_DATA, MODEL_NAME, PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
 POTABLE = str(Path(sys.executable).with_name("potable"))

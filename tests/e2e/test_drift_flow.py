@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import mlflow
 import pytest
 
+from core.settings import FEATURES, MODEL_NAME, Settings
 from flows.monitoring import monitor_drift
 from flows.training import train
-from potable.settings import FEATURES, MODEL_NAME, Settings
 
 pytestmark = pytest.mark.e2e
 

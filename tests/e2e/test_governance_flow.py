@@ -11,12 +11,12 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from core.settings import MODEL_NAME, load_config
 from flows.promotion import PromotionRefused, promote
 from flows.training import train
 from governance.audit import audit_log
 from governance.report import write_governance_report
 from potable.approvals import answer_promotion, waiting_promotion
-from potable.settings import MODEL_NAME, load_config
 from tasks.packaging import PackagingRefused, package_version
 
 pytestmark = pytest.mark.e2e

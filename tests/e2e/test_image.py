@@ -13,9 +13,9 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
+from core.settings import MODEL_NAME, Settings
 from flows.release import publish_image
 from flows.training import train
-from potable.settings import MODEL_NAME, Settings
 from tests.conftest import free_port
 
 pytestmark = [

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from potable.settings import CONFIG_DIR
+from core.settings import CONFIG_DIR
 from tests.conftest import SlackReceiver, free_port
 
 pytestmark = pytest.mark.e2e

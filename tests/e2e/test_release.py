@@ -13,13 +13,13 @@ import pytest
 import yaml
 
 from benchmarks.loadgen import LoadGenerator
+from core.batches import read_batch
+from core.environment import child_env
+from core.settings import BUNDLED_DATA, CONFIG_DIR, FEATURES, MODEL_NAME, Settings
 from deployments.rollout import BlueGreen
 from deployments.slots import listeners
 from flows.release import ReleaseRefused, ReleaseRolledBack, release
 from flows.training import train
-from potable.batches import read_batch
-from potable.environment import child_env
-from potable.settings import BUNDLED_DATA, CONFIG_DIR, FEATURES, MODEL_NAME, Settings
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e

@@ -15,8 +15,8 @@ import mlflow
 import numpy as np
 import pytest
 
+from core.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
 from flows.training import train
-from potable.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
 from tasks.data import read_batch, split_batch
 from tests.e2e.browser import chromium
 
@@ -87,7 +87,7 @@ def _serve_new_version():
 
 def test_bento_answers_like_the_registered_model(served) -> None:
     base, summary = served
-    from potable.settings import Settings
+    from core.settings import Settings
 
     mlflow.set_tracking_uri(Settings().tracking_uri)
     model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{summary['model_version']}")
@@ -152,7 +152,7 @@ def test_metrics_count_predictions_and_the_log_records_them(served) -> None:
     assert httpx.post(f"{base}/predict", json=sample, headers=AUTH, timeout=30).status_code == 200
     metrics = httpx.get(f"{base}/metrics", timeout=10).text
     assert "potable_predictions_total" in metrics and f'model_version="{summary["model_version"]}"' in metrics
-    from potable.settings import Settings
+    from core.settings import Settings
 
     logs = sorted((Settings().home_dir / "predictions").glob("predictions-*.jsonl"))  # one per server worker
     records = sorted(

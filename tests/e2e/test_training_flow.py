@@ -12,8 +12,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from sklearn.base import clone
 
+from core.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
 from flows.training import BatchRejected, train
-from potable.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
 from tasks.data import BatchError, file_sha256
 
 pytestmark = pytest.mark.e2e

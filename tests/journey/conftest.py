@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from potable.settings import CONFIG_DIR, PROJECT_ROOT
+from core.settings import CONFIG_DIR, PROJECT_ROOT
 from tests.conftest import free_port
 
 OURS = ("POTABLE_", "PREFECT_", "MLFLOW_", "BENTOML_", "GX_")

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import yaml
 
-from potable.settings import BUNDLED_DATA, CONFIG_DIR
+from core.settings import BUNDLED_DATA, CONFIG_DIR
 from tests.conftest import free_port
 from tests.journey.conftest import User, release_config, router_version, user_environment
 

@@ -11,7 +11,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-from potable.settings import FEATURES, LABEL, Settings, load_config
+from core.settings import FEATURES, LABEL, Settings, load_config
 from tasks.data import split_batch
 from tasks.tuning import build_pipeline
 

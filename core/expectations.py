@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from potable.batches import Batch, BatchError, file_sha256, read_batch
-from potable.settings import COLUMNS, Settings, get_settings, load_config
+from core.batches import Batch, BatchError, file_sha256, read_batch
+from core.settings import COLUMNS, Settings, get_settings, load_config
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2_contingency, ks_2samp
 
-from potable.settings import FEATURES
+from core.settings import FEATURES
 
 EPSILON = 1e-4  # floor for empty bins: PSI is a log ratio
 

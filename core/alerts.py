@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from potable.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 ICONS = {"failed": ":red_circle:", "crashed": ":boom:", "completed": ":large_green_circle:"}

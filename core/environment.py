@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from potable.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 
 
 def derived(settings: Settings) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """What a batch is, how it is hashed and parsed: plain Python, no Prefect, cheap to import.
 
-Kept free of heavy imports so a validation worker process can start fast (see potable/expectations.py).
+Kept free of heavy imports so a validation worker process can start fast (see core/expectations.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from potable.settings import BUNDLED_DATA, FEATURES
+from core.settings import BUNDLED_DATA, FEATURES
 
 
 class BatchError(Exception):

@@ -15,7 +15,7 @@ import yaml
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # core/ sits in the project root
 CONFIG_DIR = PROJECT_ROOT / "configs"
 BUNDLED_DATA = PROJECT_ROOT / "data" / "water_potability.csv"
 
