@@ -18,7 +18,7 @@ from core.settings import MODEL_NAME, Settings, get_settings, load_config
 from governance.audit import audit_log
 from tasks.drift import DriftReport, compare, read_prediction_log, window_start
 
-DRIFT_EVENT = "tasks.drift.detected"
+DRIFT_EVENT = "potable.drift.detected"
 
 
 @task(cache_policy=NO_CACHE)
