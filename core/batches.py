@@ -13,8 +13,6 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from core.settings import BUNDLED_DATA, FEATURES
-
 
 class BatchError(Exception):
     """The batch cannot be used; the message says why in words a data steward can act on."""
@@ -68,12 +66,3 @@ def read_batch(path: Path) -> pd.DataFrame:
         raise BatchError(f"{path.name} has no columns: expected a CSV with a header row") from exc
     except pd.errors.ParserError as exc:
         raise BatchError(f"{path.name} is not a well-formed CSV: {exc}") from exc
-
-
-def training_features(data_uri: str | None) -> pd.DataFrame:
-    """The feature columns a model version was trained on when that file is on this disk, else the bundled data.
-
-    s3:// batches were fetched to a temporary file for training: the bundled data stands in for them.
-    """
-    path = Path(data_uri) if data_uri and "://" not in data_uri else BUNDLED_DATA
-    return read_batch(path if path.is_file() else BUNDLED_DATA)[list(FEATURES)]

@@ -27,6 +27,8 @@ def derived(settings: Settings) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "BENTOML_DO_NOT_TRACK": "True",
         "MLFLOW_ENABLE_TELEMETRY": "false",
+        # Progress bars of artifact downloads (lineage reads the training batch) are noise in flow logs.
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
 
 

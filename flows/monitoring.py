@@ -13,10 +13,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from core.alerts import FLOW_ALERT_HOOKS, Alert, send_alert
-from core.batches import training_features
-from core.settings import MODEL_NAME, Settings, get_settings, load_config
+from core.lineage import LineageMissing, training_batch
+from core.settings import FEATURES, MODEL_NAME, Settings, get_settings, load_config
+from core.versions import ModelRegistry, UnknownVersion
 from governance.audit import audit_log
 from tasks.drift import DriftReport, compare, read_prediction_log, window_start
+from tasks.retries import io_retries
 
 DRIFT_EVENT = "potable.drift.detected"
 
@@ -27,22 +29,19 @@ def live_traffic(settings: Settings, window_hours: float) -> pd.DataFrame:
     return read_prediction_log(settings.home_dir / "predictions", window_start(window_hours))
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **io_retries(LineageMissing, UnknownVersion))
 def training_reference(settings: Settings, version: str | None) -> tuple[pd.DataFrame, float | None]:
-    """The served version's training rows and the share it predicts potable there (its own baseline)."""
-    if version is None:
-        return training_features(None), None
-    import mlflow
-    from mlflow import MlflowClient
+    """The served version's own training rows (its run's `training` input) and the share it calls potable there.
 
-    from tasks.registry import setup_mlflow
-
-    setup_mlflow(settings)
-    mv = MlflowClient().get_model_version(MODEL_NAME, version)
-    reference = training_features(mv.tags.get("data_uri"))
-    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
-    threshold = float(mv.tags.get("threshold", 0.5))
-    return reference, float((model.predict_proba(reference)[:, 1] >= threshold).mean())
+    Without traffic naming a version, the champion's; with no version at all, nothing to compare with.
+    """
+    registry = ModelRegistry(settings)
+    record = registry.get(version) if version else registry.champion()
+    if record is None:
+        return pd.DataFrame(columns=list(FEATURES)), None
+    reference = training_batch(record.run_id).features
+    proba = registry.load_model(record.version).predict_proba(reference)[:, 1]
+    return reference, float((proba >= record.decision_threshold).mean())
 
 
 def served_version(live: pd.DataFrame) -> str | None:

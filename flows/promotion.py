@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
@@ -19,8 +17,8 @@ from pydantic import Field
 
 from core.alerts import FLOW_ALERT_HOOKS
 from core.settings import EVENT_RESOURCE_PREFIX, MODEL_NAME, get_settings, load_config
+from core.versions import CHAMPION, ModelRegistry, NotGated, UnknownVersion
 from governance.audit import audit_log
-from tasks.registry import CHAMPION_ALIAS, setup_mlflow
 
 PROMOTE_FLOW = "promote"
 
@@ -37,31 +35,26 @@ class ApprovalInput(RunInput):
     comment: str = Field(default="", description="Why (kept in the audit trail)")
 
 
-def current_champion(client: MlflowClient) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS).version)
-    except MlflowException:
-        return None
-
-
-def check_promotable(client: MlflowClient, version: str) -> bool:
+def check_promotable(registry: ModelRegistry, version: str) -> bool:
     """True when there is a decision to ask for; False when the version already is the champion.
 
     Refused: unknown versions, versions that failed the gate, and versions already decided (a decision is
     final; a new version is trained and gated instead).
     """
     try:
-        tags = client.get_model_version(MODEL_NAME, version).tags
-    except MlflowException as exc:
-        raise PromotionRefused(f"{MODEL_NAME} v{version} does not exist") from exc
-    if tags.get("gate_passed") != "true":
-        failed = tags.get("gate_failed_rules", "no governance verdict recorded")
-        raise PromotionRefused(f"{MODEL_NAME} v{version} did not pass the policy gate ({failed}); not promoted")
-    if current_champion(client) == version:
+        record = registry.gated(version)
+    except (UnknownVersion, NotGated) as exc:
+        raise PromotionRefused(f"{exc}; not promoted") from exc
+    if record.is_champion:
         return False
-    if tags.get("approval"):
-        raise PromotionRefused(f"{MODEL_NAME} v{version} was already decided ({tags['approval']}); not asked again")
+    if record.approval:
+        raise PromotionRefused(f"{MODEL_NAME} v{version} was already decided ({record.approval}); not asked again")
     return True
+
+
+def champion_version(registry: ModelRegistry) -> str | None:
+    champion = registry.champion()
+    return champion.version if champion else None
 
 
 def announce(decision: str, version: str, approver: str) -> None:
@@ -78,11 +71,10 @@ def promote(version: str) -> dict[str, Any]:
     """Wait for an approval of `version`, then move alias `champion` to it (or leave aliases untouched)."""
     logger = get_run_logger()
     settings = get_settings()
-    setup_mlflow(settings)
-    client = MlflowClient()
+    registry = ModelRegistry(settings)
     version = str(version)
     try:
-        asked = check_promotable(client, version)
+        asked = check_promotable(registry, version)
     except PromotionRefused as exc:
         audit_log(settings).append(
             "promote-flow", "promotion_refused", {"model_version": version}, {"reason": str(exc)}
@@ -113,23 +105,23 @@ def promote(version: str) -> dict[str, Any]:
     details = {"approver": approval.approver, "comment": approval.comment}
     if approval.decision == "reject":
         audit.append(approval.approver, "promotion_rejected", subject, details)
-        client.set_model_version_tag(MODEL_NAME, version, "approval", f"rejected by {approval.approver}")
+        registry.record(version, approval=f"rejected by {approval.approver}")
         announce("rejected", version, approval.approver)
         return {
             "version": version,
             "decision": "reject",
             "approver": approval.approver,
-            "champion": current_champion(client),
+            "champion": champion_version(registry),
         }
-    previous = current_champion(client)
+    previous = champion_version(registry)
     audit.append(approval.approver, "promotion_approved", subject, details)
-    client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, version)
-    client.set_model_version_tag(MODEL_NAME, version, "approval", f"approved by {approval.approver}")
+    registry.move_alias(CHAMPION, version)
+    registry.record(version, approval=f"approved by {approval.approver}")
     audit.append(
         approval.approver,
         "alias_moved",
         subject,
-        {"alias": CHAMPION_ALIAS, "from_version": previous, "to_version": version},
+        {"alias": CHAMPION, "from_version": previous, "to_version": version},
     )
     announce("promoted", version, approval.approver)
     create_markdown_artifact(

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from prefect import flow, get_client, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -17,15 +14,15 @@ from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 
 from core.alerts import FLOW_ALERT_HOOKS
-from core.batches import read_batch
 from core.environment import child_env
-from core.settings import BUNDLED_DATA, MODEL_NAME, Settings, get_settings, load_config
+from core.lineage import LineageMissing, training_batch
+from core.settings import MODEL_NAME, Settings, get_settings, load_config
+from core.versions import CHAMPION, ModelRegistry, UnknownVersion, VersionRecord
 from deployments.rollout import BlueGreen, Outcome, RolloutFailed
 from governance.audit import audit_log
 from tasks.data import split_batch
-from tasks.registry import setup_mlflow
+from tasks.retries import io_retries
 
-CHAMPION = "champion"
 RELEASE_LIMIT = "potable-release"  # Prefect global concurrency limit: one release at a time, queued
 
 
@@ -40,57 +37,55 @@ class ReleaseRolledBack(Exception):
 @task(cache_policy=NO_CACHE)
 def releasable_version(version: str | None, override_reason: str | None, settings: Settings, actor: str):
     """The champion (default), or another gated version only with a stated, audited override."""
-    setup_mlflow(settings)
-    client = MlflowClient()
-    try:
-        champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
-    except MlflowException:
-        champion = None
+    registry = ModelRegistry(settings)
+    champion = registry.champion()
     wanted = version or (champion.version if champion else None)
     if wanted is None:
         raise ReleaseRefused(f"no {MODEL_NAME} version has alias {CHAMPION!r}; approve one first (potable promote)")
     try:
-        mv = client.get_model_version(MODEL_NAME, str(wanted))
-    except MlflowException:
-        raise ReleaseRefused(f"{MODEL_NAME} v{wanted} does not exist") from None
-    is_champion = champion is not None and str(champion.version) == str(mv.version)
-    if not is_champion and not override_reason:
+        record = registry.get(wanted)
+    except UnknownVersion as exc:
+        raise ReleaseRefused(str(exc)) from None
+    if not record.is_champion and not override_reason:
         raise ReleaseRefused(
-            f"{MODEL_NAME} v{mv.version} is not the approved champion "
+            f"{MODEL_NAME} v{record.version} is not the approved champion "
             f"(champion: {f'v{champion.version}' if champion else 'none'}); pass an override reason to release it"
         )
-    if not mv.tags.get("bento_tag"):
-        raise ReleaseRefused(f"{MODEL_NAME} v{mv.version} has no Bento (potable package --version {mv.version})")
+    if not record.bento_tag:
+        raise ReleaseRefused(
+            f"{MODEL_NAME} v{record.version} has no Bento (potable package --version {record.version})"
+        )
     # Who asked for which version and why; a non-champion release is an override, audited as such.
-    action = "release_requested" if is_champion else "release_override"
-    details = {"reason": override_reason or "approved champion", "champion": is_champion}
-    audit_log(settings).append(actor, action, {"model_version": str(mv.version)}, details)
-    return mv
+    action = "release_requested" if record.is_champion else "release_override"
+    details = {"reason": override_reason or "approved champion", "champion": record.is_champion}
+    audit_log(settings).append(actor, action, {"model_version": record.version}, details)
+    return record
 
 
-@task(cache_policy=NO_CACHE)
-def golden_set(version: str, rows: int, training: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray, float]:
-    """Held-out rows, the registered model's own answers on them, and its share called potable on the hold-out."""
-    hold_out = split_batch(read_batch(BUNDLED_DATA), training["test_size"], training["seed"]).X_test
-    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
-    threshold = float(MlflowClient().get_model_version(MODEL_NAME, version).tags.get("threshold", 0.5))
-    proba = model.predict_proba(hold_out)[:, 1]
-    return hold_out.head(rows), proba[:rows], float(np.mean(proba >= threshold))
+@task(cache_policy=NO_CACHE, **io_retries(LineageMissing, UnknownVersion))
+def golden_set(record: VersionRecord, rows: int, settings: Settings) -> tuple[pd.DataFrame, np.ndarray, float]:
+    """The version's own hold-out rows (its training batch split as its run split it), the registered model's
+    answers on them, and its share called potable on the whole hold-out."""
+    registry = ModelRegistry(settings)
+    params = registry.client.get_run(record.run_id).data.params
+    batch = training_batch(record.run_id)
+    hold_out = split_batch(batch.frame, float(params["test_size"]), int(params["seed"])).X_test
+    proba = registry.load_model(record.version).predict_proba(hold_out)[:, 1]
+    return hold_out.head(rows), proba[:rows], float(np.mean(proba >= record.decision_threshold))
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **io_retries(ReleaseRefused))
 def publish_image(version: str, settings: Settings, actor: str) -> dict[str, str]:
-    """The version's Bento as an OCI image in the registry; digest on the MLflow version and in the audit trail.
+    """The version's Bento as an OCI image in the registry; digest on the version record and in the audit trail.
 
     Tag = model version + short commit. For an ECR registry the repository is created if missing (scan on
     push, immutable tags) and the push uses get_authorization_token's credentials.
     """
     from deployments import image
 
-    setup_mlflow(settings)
-    client = MlflowClient()
-    mv = client.get_model_version(MODEL_NAME, version)
-    if not mv.tags.get("bento_tag"):
+    registry = ModelRegistry(settings)
+    record = registry.get(version)
+    if not record.bento_tag:
         raise ReleaseRefused(f"{MODEL_NAME} v{version} has no Bento (potable package --version {version})")
     if settings.image_base == image.LOCAL_BASE:
         image.ensure_base_image(settings.debian_mirror, settings.image_ca_dir)
@@ -104,9 +99,9 @@ def publish_image(version: str, settings: Settings, actor: str) -> dict[str, str
         ensure_repository(ecr, settings.image_repository)
         login = registry_login(ecr)
         credentials, tls_verify = f"{login.username}:{login.password}", True
-    tag = f"{version}-{(mv.tags.get('git_commit') or 'nocommit')[:7]}"
+    tag = f"{version}-{(record.git_commit or 'nocommit')[:7]}"
     pushed = image.publish(
-        mv.tags["bento_tag"],
+        record.bento_tag,
         tag,
         settings.image_registry,
         settings.image_repository,
@@ -114,9 +109,8 @@ def publish_image(version: str, settings: Settings, actor: str) -> dict[str, str
         credentials,
         child_env(settings),
     )
-    client.set_model_version_tag(MODEL_NAME, version, "image", pushed.reference)
-    client.set_model_version_tag(MODEL_NAME, version, "image_digest", pushed.digest)
-    subject = {"model_version": version, "bento_tag": mv.tags["bento_tag"], "image_digest": pushed.digest}
+    registry.record(version, image=pushed.reference, image_digest=pushed.digest)
+    subject = {"model_version": version, "bento_tag": record.bento_tag, "image_digest": pushed.digest}
     audit_log(settings).append(actor, "image_pushed", subject, {"image": pushed.reference})
     return {"image": pushed.reference, "digest": pushed.digest, "local": f"localhost/{settings.image_repository}:{tag}"}
 
@@ -150,9 +144,9 @@ def release(version: str | None = None, override_reason: str | None = None, acto
     config = load_config(settings.release_config)
     audit = audit_log(settings)
     try:
-        mv = releasable_version(version, override_reason, settings, actor)
+        record = releasable_version(version, override_reason, settings, actor)
         with one_release_at_a_time(config.get("queue_timeout_seconds", 900)):
-            return roll_out(mv, config, settings, actor)
+            return roll_out(record, config, settings, actor)
     except (ReleaseRefused, TimeoutError, RolloutFailed) as exc:
         # A refusal touches nothing live; it is audited like every release request.
         reason = {
@@ -165,31 +159,31 @@ def release(version: str | None = None, override_reason: str | None = None, acto
         raise ReleaseRefused(f"{'v' + str(version) if version else 'the champion'} was not released: {reason}") from exc
 
 
-def roll_out(mv, config: dict[str, Any], settings: Settings, actor: str) -> dict:
+def roll_out(record: VersionRecord, config: dict[str, Any], settings: Settings, actor: str) -> dict:
     on_aws = config.get("target", "local") == "aws"
-    if (on_aws or config.get("image", {}).get("build_local")) and not mv.tags.get("image"):
-        publish_image(str(mv.version), settings, actor)  # AWS runs the image; locally it is the setting's call
-        mv = MlflowClient().get_model_version(MODEL_NAME, str(mv.version))
+    if (on_aws or config.get("image", {}).get("build_local")) and not record.image:
+        publish_image(record.version, settings, actor)  # AWS runs the image; locally it is the setting's call
+        record = ModelRegistry(settings).get(record.version)
     if on_aws:
-        return report(release_on_aws(mv, config, settings), settings, actor)
-    golden, expected, share = golden_set(
-        str(mv.version), config["smoke"]["golden_rows"], load_config(settings.training_config)
-    )
-    target = local_target(settings, config, str(mv.version), actor)
+        return report(release_on_aws(record, config, settings), settings, actor)
+    golden, expected, share = golden_set(record, config["smoke"]["golden_rows"], settings)
+    target = local_target(settings, config, record.version, actor)
     outcome = target.release(
-        str(mv.version), mv.tags["bento_tag"], golden, expected, mv.tags.get("image_digest"), expected_share=share
+        record.version, record.bento_tag, golden, expected, record.image_digest, expected_share=share
     )
     return report(outcome, settings, actor)
 
 
-def release_on_aws(mv, config: dict[str, Any], settings: Settings) -> Outcome:
+def release_on_aws(record: VersionRecord, config: dict[str, Any], settings: Settings) -> Outcome:
     """The AWS target (configs/release.yaml `target: aws`): the version's pushed image onto the idle ECS service."""
     import boto3
 
     from deployments.aws import AwsBlueGreen
 
-    if not mv.tags.get("image"):
-        raise ReleaseRefused(f"{MODEL_NAME} v{mv.version} has no pushed image (potable image --version {mv.version})")
+    if not record.image:
+        raise ReleaseRefused(
+            f"{MODEL_NAME} v{record.version} has no pushed image (potable image --version {record.version})"
+        )
     aws = config["aws"]
 
     def client(name: str):
@@ -205,10 +199,10 @@ def release_on_aws(mv, config: dict[str, Any], settings: Settings) -> Outcome:
         aws["target_groups"],
         aws["load_balancer"],
     )
-    result = target.release(mv.tags["image"], aws["container"], aws["task_family"], aws["desired_count"], aws["rules"])
+    result = target.release(record.image, aws["container"], aws["task_family"], aws["desired_count"], aws["rules"])
     return Outcome(
         result["status"],
-        str(mv.version),
+        record.version,
         result["live"],
         result["previous"],
         result["seconds_ready_to_switched"],
@@ -224,7 +218,7 @@ def report(outcome: Outcome, settings: Settings, actor: str) -> dict[str, Any]:
         resource={"prefect.resource.id": f"potable.model.{MODEL_NAME}.{outcome.version}"},
         payload={k: summary[k] for k in ("version", "slot", "previous_slot", "breach")},
     )
-    MlflowClient().set_model_version_tag(MODEL_NAME, outcome.version, "release", f"{outcome.status} ({outcome.slot})")
+    ModelRegistry(settings).record(outcome.version, release=f"{outcome.status} ({outcome.slot})")
     audit_log(settings).append(
         actor, f"release_{outcome.status}", {"model_version": outcome.version, "slot": outcome.slot}, summary
     )

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
+import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
@@ -14,13 +15,14 @@ from prefect.runtime import deployment, flow_run
 
 from core.alerts import FLOW_ALERT_HOOKS
 from core.batches import Batch
+from core.lineage import log_training_batch
 from core.settings import BUNDLED_DATA, EVENT_RESOURCE_PREFIX, MODEL_NAME, Settings, get_settings, load_config
 from governance.audit import audit_log
 from tasks.data import Split, load_batch, read_batch, split_batch_task
 from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
 from tasks.governance import GovernanceVerdict, govern_task
 from tasks.packaging import Packaged, package_task
-from tasks.registry import RegisteredVersion, git_commit, register_model_task, setup_mlflow, version_tags
+from tasks.registry import RegisteredVersion, git_commit, register_model_task, setup_mlflow
 from tasks.tuning import TuningResult, refit_best, tune_models
 from tasks.validation import ValidationReport, quarantine_batch_task, validate_batch_task
 
@@ -82,7 +84,7 @@ class Trained:
     model: Any
     evaluation: Evaluation
     registered: RegisteredVersion
-    tags: dict[str, str]
+    git_commit: str
 
 
 def validate_or_quarantine(batch: Batch, settings: Settings) -> ValidationReport:
@@ -109,14 +111,15 @@ def validate_or_quarantine(batch: Batch, settings: Settings) -> ValidationReport
 
 
 def tune_evaluate_register(
-    parts: Split, batch: Batch, config: dict[str, Any], settings: Settings, show_progress: bool
+    parts: Split, batch: Batch, frame: pd.DataFrame, config: dict[str, Any], settings: Settings, show_progress: bool
 ) -> Trained:
     """Tune → threshold → refit → evaluate once on test → register, all under one MLflow parent run."""
     setup_mlflow(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     study_name = f"{MODEL_NAME}-{stamp}"
     with mlflow.start_run(run_name=f"train-{stamp}") as run:
-        mlflow.set_tags({"data_sha256": batch.sha256, "data_uri": batch.uri, "prefect_flow_run_id": str(flow_run.id)})
+        mlflow.set_tags({"data_sha256": batch.sha256, "prefect_flow_run_id": str(flow_run.id)})
+        log_training_batch(batch, frame)
         mlflow.log_params(
             {
                 "seed": config["seed"],
@@ -147,15 +150,16 @@ def tune_evaluate_register(
         mlflow.log_metric("threshold", threshold)
         mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
         mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
-        tags = version_tags(
-            batch.sha256,
-            git_commit(settings),
-            study_name,
-            threshold,
-            evaluation.metrics,
-            {"model_family": tuning.best_family, "cv_roc_auc": f"{tuning.best_value:.6f}"},
-        )
-        registered = register_model_task(model, parts.X_train, tags, config)
+        facts = {
+            "data_sha256": batch.sha256,
+            "git_commit": git_commit(settings),
+            "optuna_study": study_name,
+            "threshold": threshold,
+            "metrics": evaluation.metrics,
+            "model_family": tuning.best_family,
+            "cv_roc_auc": tuning.best_value,
+        }
+        registered = register_model_task(model, parts.X_train, facts, config, settings)
     audit_log(settings).append(
         "train-flow",
         "model_registered",
@@ -172,7 +176,7 @@ def tune_evaluate_register(
             "test_roc_auc": evaluation.metrics["roc_auc"],
         },
     )
-    return Trained(study_name, tuning, threshold, model, evaluation, registered, tags)
+    return Trained(study_name, tuning, threshold, model, evaluation, registered, facts["git_commit"])
 
 
 def govern_and_package(
@@ -185,7 +189,7 @@ def govern_and_package(
         "model_version": registered.version,
         "model_family": t.tuning.best_family,
         "params": t.tuning.params_for_logging(),
-        "git_commit": t.tags["git_commit"],
+        "git_commit": t.git_commit,
         "optuna_study": t.study_name,
         "cv_roc_auc": t.tuning.best_value,
         "threshold": t.threshold,
@@ -268,8 +272,9 @@ def train(
     config = training_config(settings, trials, seed)
     batch = load_batch(data or str(BUNDLED_DATA), settings)
     report = validate_or_quarantine(batch, settings)
-    parts = split_batch_task(read_batch(batch.path), config["test_size"], config["seed"])
-    trained = tune_evaluate_register(parts, batch, config, settings, show_progress)
+    frame = read_batch(batch.path)
+    parts = split_batch_task(frame, config["test_size"], config["seed"])
+    trained = tune_evaluate_register(parts, batch, frame, config, settings, show_progress)
     verdict, packaged = govern_and_package(trained, parts, batch, report, config, settings)
     summary = summarise(trained, batch, verdict, packaged)
     publish_summary(summary, trained.tuning, trained.evaluation)

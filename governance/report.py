@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import mlflow
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from core.settings import MODEL_NAME, Settings
+from core.versions import ModelRegistry, UnknownVersion
 from governance.audit import audit_log
 from governance.model_card import model_card_html
 
@@ -21,12 +21,9 @@ def _verdict(run_id: str) -> dict:
 
 
 def write_governance_report(version: str, settings: Settings, out: Path | None = None) -> Path:
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    client = MlflowClient()
     try:
-        mv = client.get_model_version(MODEL_NAME, str(version))
-        verdict = _verdict(mv.run_id)
-    except (MlflowException, OSError) as exc:
+        verdict = _verdict(ModelRegistry(settings).get(version).run_id)
+    except (UnknownVersion, MlflowException, OSError) as exc:
         raise LookupError(f"no governance verdict for {MODEL_NAME} v{version}: {exc}") from exc
     card = settings.reports_dir / "model_cards" / f"model_card_v{version}.md"
     card_md = card.read_text(encoding="utf-8") if card.exists() else "_model card not found locally_"

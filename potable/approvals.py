@@ -42,14 +42,11 @@ def answer_promotion(version: str, approver: str, decision: str, comment: str = 
 
 def pending_approvals() -> list[dict[str, str]]:
     """Every paused `promote` run: version, test metrics from the registry, since when, its UI page."""
-    from mlflow import MlflowClient
-
     from core.alerts import flow_run_url
-    from core.settings import MODEL_NAME, get_settings
-    from tasks.registry import setup_mlflow
+    from core.settings import get_settings
+    from core.versions import ModelRegistry
 
-    setup_mlflow(get_settings())
-    registry = MlflowClient()
+    registry = ModelRegistry(get_settings())
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[PROMOTE_FLOW])),
@@ -60,13 +57,15 @@ def pending_approvals() -> list[dict[str, str]]:
     pending = []
     for run in sorted(runs, key=lambda r: r.created):
         version = str(run.parameters.get("version"))
-        tags = registry.get_model_version(MODEL_NAME, version).tags
+        metrics = registry.get(version).metrics
         pending.append(
             {
                 "version": version,
                 "since": run.state.timestamp.isoformat(timespec="seconds") if run.state else "",
-                "roc_auc": tags.get("test_roc_auc", "?")[:6],
-                "false_potable_rate": tags.get("test_false_potable_rate", "?")[:6],
+                "roc_auc": f"{metrics['roc_auc']:.4f}" if "roc_auc" in metrics else "?",
+                "false_potable_rate": f"{metrics['false_potable_rate']:.4f}"
+                if "false_potable_rate" in metrics
+                else "?",
                 "url": flow_run_url(run),
                 "flow_run_id": str(run.id),
             }

@@ -15,8 +15,15 @@ from sklearn.model_selection import train_test_split
 
 from core.batches import Batch, BatchError, file_sha256, read_batch, split_s3_uri
 from core.settings import FEATURES, LABEL, Settings
+from tasks.retries import io_retries
 
 __all__ = ["Batch", "BatchError", "file_sha256", "read_batch", "split_s3_uri", "fetch_batch", "split_batch"]
+
+
+class BatchUnreachable(BatchError):
+    """The store holding the batch did not answer (worth retrying, unlike a bad or missing batch)."""
+
+    transient = True
 
 
 def s3_bucket(bucket_name: str, settings: Settings):
@@ -40,7 +47,7 @@ def fetch_batch(uri: str, settings: Settings) -> Batch:
         try:
             s3_bucket(bucket_name, settings).download_object_to_path(key, target)
         except Exception as exc:  # botocore raises many types; the user needs the URI and the reason
-            raise BatchError(f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
+            raise BatchUnreachable(f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
         return Batch(uri=uri, path=target, sha256=file_sha256(target))
     path = Path(uri.removeprefix("file://")).expanduser()
     if not path.exists():
@@ -67,7 +74,7 @@ def split_batch(frame: pd.DataFrame, test_size: float, seed: int) -> Split:
 
 
 # Tasks take DataFrames and estimators: hashing them for a cache key would cost more than it saves.
-@task(name="load-batch", cache_policy=NO_CACHE)
+@task(name="load-batch", cache_policy=NO_CACHE, **io_retries(BatchError))
 def load_batch(uri: str, settings: Settings) -> Batch:
     return fetch_batch(uri, settings)
 

@@ -108,7 +108,7 @@ def compare(
 ) -> DriftReport:
     """Judge every feature (and the predicted-potable share) of `live` against `reference`."""
     report = DriftReport(live_rows=len(live), reference_rows=len(reference))
-    if len(live) < int(rules["min_samples"]):
+    if len(live) < int(rules["min_samples"]) or reference.empty:
         report.enough_traffic = False
         return report
     for name in FEATURES:

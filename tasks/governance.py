@@ -11,21 +11,20 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
 from core.settings import MODEL_NAME, Settings, load_config
+from core.versions import ModelRegistry
 from governance.audit import audit_log
 from governance.champion import Comparison, compare_with_champion
 from governance.model_card import build_model_card, model_card_html
 from governance.policy import PolicyReport, evaluate_policy
 from governance.slices import SliceReport, assess_slices
 from tasks.evaluation import classification_metrics
-from tasks.registry import CHAMPION_ALIAS, RegisteredVersion
+from tasks.registry import RegisteredVersion
 
 
 @dataclass
@@ -47,18 +46,13 @@ class GovernanceVerdict:
         return lines
 
 
-def champion_score(client: MlflowClient, X: pd.DataFrame, y: np.ndarray, metric: str, exclude: str):
+def champion_score(registry: ModelRegistry, X: pd.DataFrame, y: np.ndarray, metric: str, exclude: str):
     """The current champion's version and primary metric on these rows (None, None when there is none)."""
-    try:
-        champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
-    except MlflowException:
+    champion = registry.champion()
+    if champion is None or champion.version == str(exclude):
         return None, None
-    if str(champion.version) == str(exclude):
-        return None, None
-    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{champion.version}")
-    threshold = float(champion.tags.get("threshold", 0.5))
-    proba = model.predict_proba(X)[:, 1]
-    return str(champion.version), float(classification_metrics(y, proba, threshold)[metric])
+    proba = registry.load_model(champion.version).predict_proba(X)[:, 1]
+    return champion.version, float(classification_metrics(y, proba, champion.decision_threshold)[metric])
 
 
 def card_facts(run: dict[str, Any], slices: SliceReport, min_support: int) -> dict[str, Any]:
@@ -119,9 +113,9 @@ def govern(
     proba = model.predict_proba(X_test)[:, 1]
     slices = assess_slices(X_test, y, proba, run["threshold"], policy["slices"])
 
-    client = MlflowClient()
+    registry = ModelRegistry(settings)
     metric = policy["primary_metric"]
-    champ_version, champ_value = champion_score(client, X_test, y, metric, registered.version)
+    champ_version, champ_value = champion_score(registry, X_test, y, metric, registered.version)
     comparison = compare_with_champion(
         metric, policy["champion_margin"], registered.version, run["metrics"][metric], champ_version, champ_value
     )
@@ -136,14 +130,14 @@ def govern(
         "model_card_present": card.exists() and card.stat().st_size > 0,
     }
     verdict = GovernanceVerdict(registered.version, evaluate_policy(policy, measured), slices, comparison, card)
-    record_verdict(verdict, registered, client, run, settings)
+    record_verdict(verdict, registered, registry, run, settings)
     return verdict
 
 
 def record_verdict(
     verdict: GovernanceVerdict,
     registered: RegisteredVersion,
-    client: MlflowClient,
+    registry: ModelRegistry,
     run: dict[str, Any],
     settings: Settings,
 ) -> None:
@@ -159,15 +153,14 @@ def record_verdict(
         mlflow.log_text(json.dumps(report, indent=2, default=str), "governance/verdict.json")
         mlflow.log_artifact(str(verdict.model_card), "governance")
         mlflow.log_artifact(str(verdict.model_card.with_suffix(".html")), "governance")
-    tags = {
-        "gate_passed": str(verdict.passed).lower(),
-        "gate_failed_rules": ",".join(r.name for r in verdict.policy.failed) or "none",
-        "champion_comparison": verdict.comparison.reason,
-        "slice_roc_auc_gap": f"{verdict.slices.gap():.6f}",
-        "model_card": f"runs:/{registered.run_id}/governance/{verdict.model_card.name}",
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(MODEL_NAME, registered.version, key, value)
+    registry.record(
+        registered.version,
+        gate_passed=verdict.passed,
+        gate_failed_rules=",".join(r.name for r in verdict.policy.failed) or "none",
+        champion_comparison=verdict.comparison.reason,
+        slice_roc_auc_gap=float(verdict.slices.gap()),
+        model_card=f"runs:/{registered.run_id}/governance/{verdict.model_card.name}",
+    )
     audit_log(settings).append(
         actor="train-flow",
         action="gate_passed" if verdict.passed else "gate_failed",

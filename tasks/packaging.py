@@ -13,13 +13,12 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import yaml
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from core.batches import training_features
+from core.lineage import LineageMissing, training_batch
 from core.settings import MODEL_NAME, PROJECT_ROOT, Settings
+from core.versions import ModelRegistry, NotGated, UnknownVersion, VersionRecord
 from governance.audit import audit_log
 from tasks.onnx_export import OnnxExportError, export_checked
 from tasks.registry import serving_requirements, setup_mlflow
@@ -29,16 +28,8 @@ BENTO_NAME = "water-potability-service"
 ONNX_MODEL_NAME = f"{MODEL_NAME}-onnx"
 SERVED_MODELS_FILE = "served_models.json"  # read by bentos/service.py
 logger = logging.getLogger(__name__)
-LABEL_TAGS = (
-    "data_sha256",
-    "git_commit",
-    "threshold",
-    "optuna_study",
-    "model_family",
-    "test_roc_auc",
-    "test_false_potable_rate",
-    "test_brier",
-)
+LABEL_FIELDS = ("data_sha256", "git_commit", "threshold", "optuna_study", "model_family")
+LABEL_METRICS = ("roc_auc", "false_potable_rate", "brier")
 
 
 class PackagingRefused(Exception):
@@ -87,27 +78,18 @@ def bentoml_home(settings: Settings) -> str:
     return home
 
 
-def gated_version(client: MlflowClient, version: str):
-    try:
-        mv = client.get_model_version(MODEL_NAME, str(version))
-    except MlflowException as exc:
-        raise PackagingRefused(f"{MODEL_NAME} v{version} does not exist") from exc
-    if mv.tags.get("gate_passed") != "true":
-        raise PackagingRefused(
-            f"{MODEL_NAME} v{version} did not pass the policy gate "
-            f"({mv.tags.get('gate_failed_rules', 'no governance verdict recorded')}); not packaged"
-        )
-    return mv
+def save_onnx_model(bentoml, record: VersionRecord, labels: dict[str, str]):
+    """Store the ONNX form of the version next to its MLflow form, or None when it does not answer alike.
 
-
-def save_onnx_model(bentoml, model_uri: str, labels: dict[str, str], mv_tags: dict[str, str]):
-    """Store the ONNX form of the version next to its MLflow form, or None when it does not answer alike."""
+    Parity is checked on the version's own training batch (core/lineage.py), the rows it was fitted on.
+    """
     import mlflow
 
     try:
-        export = export_checked(mlflow.sklearn.load_model(model_uri), training_features(mv_tags.get("data_uri")))
-    except OnnxExportError as exc:
-        logger.warning("serving %s with sklearn: %s", model_uri, exc)
+        features = training_batch(record.run_id).features
+        export = export_checked(mlflow.sklearn.load_model(record.model_uri), features)
+    except (OnnxExportError, LineageMissing) as exc:
+        logger.warning("serving %s with sklearn: %s", record.model_uri, exc)
         return None, str(exc)
     parity = {"parity_max_abs_diff": f"{export.max_abs_diff:.2e}", "parity_rows": str(export.rows_checked)}
     with bentoml.models.create(ONNX_MODEL_NAME, labels=labels | parity) as model:
@@ -152,28 +134,31 @@ def package_version(version: str, settings: Settings, actor: str = "packaging") 
     bentoml_home(settings)
     import bentoml  # after BENTOML_HOME is set: BentoML reads it at import
 
-    client = MlflowClient()
-    mv = gated_version(client, version)
-    labels = {"model_version": str(mv.version), "run_id": mv.run_id, "alias": ",".join(mv.aliases) or "none"}
-    labels |= {k: mv.tags[k] for k in LABEL_TAGS if k in mv.tags}
-    model_uri = f"models:/{MODEL_NAME}/{mv.version}"
-    model = bentoml.mlflow.import_model(MODEL_NAME, model_uri, labels=labels)
-    onnx_model, parity = save_onnx_model(bentoml, model_uri, labels, mv.tags)
+    registry = ModelRegistry(settings)
+    try:
+        record = registry.gated(version)
+    except (UnknownVersion, NotGated) as exc:
+        raise PackagingRefused(f"{exc}; not packaged") from exc
+    facts = record.model_dump(include=set(LABEL_FIELDS), exclude_none=True)
+    labels = {"model_version": record.version, "run_id": record.run_id, "alias": ",".join(record.aliases) or "none"}
+    labels |= {k: str(v) for k, v in facts.items()}
+    labels |= {f"test_{k}": f"{record.metrics[k]:.6f}" for k in LABEL_METRICS if k in record.metrics}
+    model = bentoml.mlflow.import_model(MODEL_NAME, record.model_uri, labels=labels)
+    onnx_model, parity = save_onnx_model(bentoml, record, labels)
     runtime = "onnx" if onnx_model else "sklearn"
     served = {
         "POTABLE_BENTO_MODEL_TAG": str(model.tag),
         "POTABLE_BENTO_ONNX_TAG": str(onnx_model.tag) if onnx_model else "",
     }
     bento = build_bento(bentoml, labels | {"runtime": runtime}, served, settings)
-    client.set_model_version_tag(MODEL_NAME, str(mv.version), "bento_tag", str(bento.tag))
-    client.set_model_version_tag(MODEL_NAME, str(mv.version), "serving_runtime", f"{runtime} ({parity})")
+    registry.record(record.version, bento_tag=str(bento.tag), serving_runtime=f"{runtime} ({parity})")
     audit_log(settings).append(
         actor,
         "bento_packaged",
-        {"model_version": str(mv.version), "run_id": mv.run_id, "bento_tag": str(bento.tag)},
+        {"model_version": record.version, "run_id": record.run_id, "bento_tag": str(bento.tag)},
         {"model_tag": str(model.tag), "runtime": runtime, "onnx": parity},
     )
-    return Packaged(str(mv.version), str(model.tag), str(bento.tag), runtime)
+    return Packaged(record.version, str(model.tag), str(bento.tag), runtime)
 
 
 @task(name="package-bento", cache_policy=NO_CACHE)

@@ -9,16 +9,14 @@ from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
-from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
 from core.settings import MODEL_NAME, PROJECT_ROOT, Settings
-
-CANDIDATE_ALIAS = "candidate"
-CHAMPION_ALIAS = "champion"
+from core.versions import CANDIDATE, ModelRegistry, as_tags
+from tasks.retries import io_retries
 
 
 def setup_mlflow(settings: Settings) -> str:
@@ -70,36 +68,19 @@ class RegisteredVersion:
     model_uri: str
 
 
-def version_tags(
-    data_sha256: str,
-    commit: str,
-    study_name: str,
-    threshold: float,
-    metrics: dict[str, float],
-    extra: dict[str, Any] | None = None,
-) -> dict[str, str]:
-    tags = {
-        "data_sha256": data_sha256,
-        "git_commit": commit,
-        "optuna_study": study_name,
-        "threshold": f"{threshold:.6f}",
-    }
-    tags |= {f"test_{name}": f"{value:.6f}" for name, value in metrics.items()}
-    tags |= {k: str(v) for k, v in (extra or {}).items()}
-    return tags
-
-
 def register_model(
-    model: Pipeline, X_example: pd.DataFrame, tags: dict[str, str], storage: dict[str, Any]
+    model: Pipeline, X_example: pd.DataFrame, facts: dict[str, Any], storage: dict[str, Any], settings: Settings
 ) -> RegisteredVersion:
-    """Log the fitted Pipeline in the active run, register it, tag it and point `candidate` at it.
+    """Log the fitted Pipeline in the active run, register it, record its facts and point `candidate` at it.
 
-    All or nothing: if tagging or aliasing fails the new version is deleted again, so the registry
-    never holds a half-described version. `storage` holds model_format and skops_trusted_types.
+    All or nothing: if recording or aliasing fails the new version is deleted again, so the registry
+    never holds a half-described version. `facts` are fields of core.versions.VersionRecord (validated
+    before anything is logged); `storage` holds model_format and skops_trusted_types.
     """
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("register_model needs an active MLflow run")
+    as_tags(facts)  # a wrong field or type fails here, before a version exists
     example = X_example.head(5)
     model_format = storage["model_format"]
     info = mlflow.sklearn.log_model(
@@ -112,20 +93,19 @@ def register_model(
         input_example=example,
         pyfunc_predict_fn="predict_proba",  # the threshold is applied by the service, not by pyfunc
     )
-    client = MlflowClient()
+    registry = ModelRegistry(settings)
     version = mlflow.register_model(info.model_uri, MODEL_NAME)
     try:
-        for key, value in tags.items():
-            client.set_model_version_tag(MODEL_NAME, version.version, key, value)
-        client.set_registered_model_alias(MODEL_NAME, CANDIDATE_ALIAS, version.version)
+        registry.record(version.version, **facts)
+        registry.move_alias(CANDIDATE, version.version)
     except Exception:
-        client.delete_model_version(MODEL_NAME, version.version)
+        registry.delete(version.version)
         raise
     return RegisteredVersion(MODEL_NAME, str(version.version), run.info.run_id, info.model_uri)
 
 
-@task(name="register-model", cache_policy=NO_CACHE)
+@task(name="register-model", cache_policy=NO_CACHE, **io_retries())
 def register_model_task(
-    model: Pipeline, X_example: pd.DataFrame, tags: dict[str, str], storage: dict[str, Any]
+    model: Pipeline, X_example: pd.DataFrame, facts: dict[str, Any], storage: dict[str, Any], settings: Settings
 ) -> RegisteredVersion:
-    return register_model(model, X_example, tags, storage)
+    return register_model(model, X_example, facts, storage, settings)
