@@ -1,0 +1,17 @@
+"""The `potable` Typer app and its command groups; the commands register themselves from their modules."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="potable: a governed ML lifecycle for a water-potability classifier.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
+governance_app = typer.Typer(help="Governance reports.", no_args_is_help=True)
+rollout_app = typer.Typer(help="The local blue-green target (nginx + two BentoML slots).", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(governance_app, name="governance")
+app.add_typer(rollout_app, name="rollout")

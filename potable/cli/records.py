@@ -1,0 +1,59 @@
+"""Commands that read the records: the audit trail and governance reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from potable.cli.app import audit_app, governance_app
+from potable.cli.common import fail, prepare_environment
+
+
+@audit_app.command("verify")
+def audit_verify(
+    path: Annotated[Path | None, typer.Option(help="Audit file; default POTABLE_HOME/audit")] = None,
+) -> None:
+    """Check the chain; exit 1 naming the first line that was edited, deleted, inserted or reordered."""
+    from core.settings import get_settings
+    from governance.audit import AuditLog, audit_log
+
+    log = AuditLog(path) if path else audit_log(get_settings())
+    if not log.path.exists():
+        fail(f"no audit trail at {log.path}")
+    verdict = log.verify()
+    if not verdict.ok:
+        fail(f"audit trail {log.path} is broken at line {verdict.bad_line}: {verdict.reason}")
+    typer.echo(f"audit trail {log.path} intact: {verdict.entries} entries")
+
+
+@audit_app.command("lineage")
+def audit_lineage(version: Annotated[str, typer.Option(help="Model version")]) -> None:
+    """Print the chain of a model version: data → validation → study → run → version → gate → approval."""
+    from core.settings import get_settings
+    from governance.audit import audit_log
+
+    entries = audit_log(get_settings()).lineage(version)
+    if not entries:
+        fail(f"no audit entries for model version {version}")
+    for e in entries:
+        subject = ", ".join(f"{k}={v[:12] if k == 'data_sha256' else v}" for k, v in e["subject"].items())
+        typer.echo(f"{e['timestamp']}  {e['action']:<20} {subject}  by {e['actor']}")
+
+
+@governance_app.command("report")
+def governance_report(
+    version: Annotated[str, typer.Option(help="Model version")],
+    out: Annotated[Path | None, typer.Option(help="HTML file; default POTABLE_HOME/reports/governance_vN.html")] = None,
+) -> None:
+    """One HTML page: model card, policy results, slice table and audit lineage of a version."""
+    prepare_environment()
+    from core.settings import get_settings
+    from governance.report import write_governance_report
+
+    try:
+        path = write_governance_report(version, get_settings(), out)
+    except LookupError as exc:
+        fail(str(exc))
+    typer.echo(str(path))
