@@ -19,8 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+from core import configs
 from core.batches import Batch, BatchError, file_sha256, read_batch
-from core.settings import COLUMNS, Settings, get_settings, load_config
+from core.settings import COLUMNS, Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def validate_batch(batch: Batch, settings: Settings) -> ValidationReport:
     prevalidated = _collect_prevalidation(batch, settings)
     if prevalidated is not None:
         return prevalidated
-    rules = load_config(settings.validation_config)
+    rules = configs.validation(settings).rules()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     docs_dir = settings.reports_dir / "data_docs" / f"{stamp}-{batch.sha256[:12]}"
     try:
@@ -191,7 +192,7 @@ def validate_batch(batch: Batch, settings: Settings) -> ValidationReport:
 
 def rules_fingerprint(settings: Settings) -> str:
     """Identifies the rules a report was produced under (a report is only reused under the same rules)."""
-    rules = load_config(settings.validation_config)
+    rules = configs.validation(settings).rules()
     return hashlib.sha256(json.dumps(rules, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -6,12 +6,8 @@ this module only says where things are and which services to talk to.
 
 from __future__ import annotations
 
-import copy
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -173,14 +169,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read settings afresh so a changed environment (tests, CLI flags) is always honoured."""
     return Settings()
-
-
-@lru_cache(maxsize=8)
-def _load_yaml(path: str, mtime: float) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh) or {}
-
-
-def load_config(path: Path) -> dict[str, Any]:
-    """Load a YAML config; cached per file version, handed out as a copy so no caller can alter the cache."""
-    return copy.deepcopy(_load_yaml(str(path), path.stat().st_mtime))

@@ -12,9 +12,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from core import configs
 from core.alerts import FLOW_ALERT_HOOKS, Alert, send_alert
 from core.lineage import LineageMissing, training_batch
-from core.settings import FEATURES, MODEL_NAME, Settings, get_settings, load_config
+from core.settings import FEATURES, MODEL_NAME, Settings, get_settings
 from core.versions import ModelRegistry, UnknownVersion
 from governance.audit import audit_log
 from tasks.drift import DriftReport, compare, read_prediction_log, window_start
@@ -111,7 +112,7 @@ def monitor_drift(window_hours: float | None = None, retrain_on_drift: bool | No
     """read live traffic → compare with the training data → report → alert (and retrain event) on drift."""
     settings = get_settings()
     settings.ensure_dirs()
-    rules = load_config(settings.monitoring_config)
+    rules = configs.monitoring(settings).rules()
     live = live_traffic(settings, window_hours or rules["window_hours"])
     version = served_version(live)
     reference, reference_rate = training_reference(settings, version)

@@ -15,8 +15,9 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
+from core import configs
 from core.alerts import FLOW_ALERT_HOOKS
-from core.settings import EVENT_RESOURCE_PREFIX, MODEL_NAME, get_settings, load_config
+from core.settings import EVENT_RESOURCE_PREFIX, MODEL_NAME, get_settings
 from core.versions import CHAMPION, ModelRegistry, NotGated, UnknownVersion
 from governance.audit import audit_log
 
@@ -97,7 +98,7 @@ def promote(version: str) -> dict[str, Any]:
             version,
             version,
         )
-        timeout = int(load_config(settings.policy_config)["approval"]["timeout_seconds"])
+        timeout = configs.policy(settings).approval.timeout_seconds
         approval = pause_flow_run(
             wait_for_input=ApprovalInput, timeout=timeout, poll_interval=2, key=f"approval-v{version}"
         )

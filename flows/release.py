@@ -13,10 +13,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 
+from core import configs
 from core.alerts import FLOW_ALERT_HOOKS
 from core.environment import child_env
 from core.lineage import LineageMissing, training_batch
-from core.settings import MODEL_NAME, Settings, get_settings, load_config
+from core.settings import MODEL_NAME, Settings, get_settings
 from core.versions import CHAMPION, ModelRegistry, UnknownVersion, VersionRecord
 from deployments.rollout import BlueGreen, Outcome, RolloutFailed
 from governance.audit import audit_log
@@ -141,7 +142,7 @@ def release(version: str | None = None, override_reason: str | None = None, acto
     """champion → (image) → idle slot → ready → smoke → latency → switch → watch → keep, or roll back."""
     settings = get_settings()
     settings.ensure_dirs()
-    config = load_config(settings.release_config)
+    config = configs.release(settings).rules()
     audit = audit_log(settings)
     try:
         record = releasable_version(version, override_reason, settings, actor)

@@ -13,10 +13,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
 
+from core import configs
 from core.alerts import FLOW_ALERT_HOOKS
 from core.batches import Batch
 from core.lineage import log_training_batch
-from core.settings import BUNDLED_DATA, EVENT_RESOURCE_PREFIX, MODEL_NAME, Settings, get_settings, load_config
+from core.settings import BUNDLED_DATA, EVENT_RESOURCE_PREFIX, MODEL_NAME, Settings, get_settings
 from governance.audit import audit_log
 from tasks.data import Split, load_batch, read_batch, split_batch_task
 from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
@@ -39,15 +40,15 @@ class BatchRejected(Exception):
 
 
 def training_config(settings: Settings, trials: int | None, seed: int | None) -> dict[str, Any]:
-    """The YAML training config with this run's overrides applied (never mutating the cached copy)."""
-    config = load_config(settings.training_config)
+    """configs/training.yaml, validated, with this run's overrides applied (never mutating the cached copy)."""
+    config = configs.training(settings)
     if trials is not None:
         if trials < 1:
             raise ValueError("--trials must be at least 1")
-        config["tuning"]["n_trials"] = trials
+        config = config.model_copy(update={"tuning": config.tuning.model_copy(update={"n_trials": trials})})
     if seed is not None:
-        config["seed"] = seed
-    return config
+        config = config.model_copy(update={"seed": seed})
+    return config.rules()
 
 
 def publish_summary(summary: dict[str, Any], tuning: TuningResult, evaluation: Evaluation) -> None:

@@ -16,7 +16,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
-from core.settings import MODEL_NAME, Settings, load_config
+from core import configs
+from core.settings import MODEL_NAME, Settings
 from core.versions import ModelRegistry
 from governance.audit import audit_log
 from governance.champion import Comparison, compare_with_champion
@@ -108,7 +109,7 @@ def govern(
     settings: Settings,
 ) -> GovernanceVerdict:
     """Assess one registered version against the policy; record the verdict on the version and in the audit."""
-    policy = load_config(settings.policy_config)
+    policy = configs.policy(settings).rules()
     y = y_test.to_numpy()
     proba = model.predict_proba(X_test)[:, 1]
     slices = assess_slices(X_test, y, proba, run["threshold"], policy["slices"])

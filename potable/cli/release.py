@@ -47,8 +47,9 @@ def image(version: Annotated[str, typer.Option(help="Gated version whose Bento b
 
 def blue_green(who: str | None = None):
     """The local target, with this process's environment derived from the settings and an audit recorder."""
+    from core import configs
     from core.environment import apply, child_env
-    from core.settings import get_settings, load_config
+    from core.settings import get_settings
     from deployments.rollout import BlueGreen
     from governance.audit import audit_log
 
@@ -61,7 +62,7 @@ def blue_green(who: str | None = None):
             subject["model_version"] = str(details["version"])
         audit.append(who or actor(), action, subject, details)
 
-    return BlueGreen(settings.home_dir, load_config(settings.release_config), record, child_env(settings))
+    return BlueGreen(settings.home_dir, configs.release(settings).rules(), record, child_env(settings))
 
 
 @rollout_app.command("status")

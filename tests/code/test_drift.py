@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from core.settings import CONFIG_DIR, FEATURES, load_config
+from core import configs
+from core.settings import CONFIG_DIR, FEATURES
 from tasks.drift import compare, psi, read_prediction_log
 
-RULES = load_config(CONFIG_DIR / "monitoring.yaml")
+RULES = configs.load(CONFIG_DIR / "monitoring.yaml", configs.MonitoringRules).rules()
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.settings import CONFIG_DIR, load_config
+from core import configs
+from core.settings import CONFIG_DIR
 from governance.champion import compare_with_champion
 from governance.policy import evaluate_policy
 from governance.slices import assess_slices, slice_labels
 
-POLICY = load_config(CONFIG_DIR / "policy.yaml")
+POLICY = configs.load(CONFIG_DIR / "policy.yaml", configs.Policy).rules()
 GOOD = {
     "roc_auc": 0.70,
     "false_potable_rate": 0.20,

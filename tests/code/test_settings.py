@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import os
 
-from core.settings import PROJECT_ROOT, Settings
+import pytest
+import yaml
+
+from core import configs
+from core.settings import CONFIG_DIR, Settings
 from flows.training import training_config
 
 
@@ -29,9 +33,45 @@ def test_mlflow_and_optuna_stores_are_overridable(potable_home, monkeypatch) -> 
     assert s.tracking_uri == "http://127.0.0.1:5000" and s.optuna_url == "postgresql://localhost/optuna"
 
 
-def test_config_paths_are_inside_the_project() -> None:
-    s = Settings()
-    assert s.training_config.is_relative_to(PROJECT_ROOT) and s.training_config.exists()
+@pytest.mark.parametrize(
+    "loader", [configs.training, configs.validation, configs.policy, configs.monitoring, configs.release]
+)
+def test_every_shipped_config_validates(loader) -> None:
+    assert loader(Settings()).rules()
+
+
+def _broken(tmp_path, monkeypatch, name: str, change) -> None:
+    raw = yaml.safe_load((CONFIG_DIR / name).read_text(encoding="utf-8"))
+    change(raw)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    monkeypatch.setenv(f"POTABLE_{name.split('.')[0].upper()}_CONFIG", str(path))
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "named"),
+    [
+        ("policy.yaml", lambda c: c["rules"][1].update(limt=c["rules"][1].pop("limit")), "rules.1.limt"),
+        ("training.yaml", lambda c: c["tuning"].update(n_trials="many"), "tuning.n_trials"),
+        ("training.yaml", lambda c: c.update(test_size=1.5), "test_size"),
+        ("monitoring.yaml", lambda c: c.update(ks_alfa=0.05), "ks_alfa"),
+        ("release.yaml", lambda c: c["slots"].update(green=c["slots"]["blue"]), "slots"),
+        ("validation.yaml", lambda c: c["columns"].pop("Turbidity"), "Turbidity"),
+        ("policy.yaml", lambda c: c["slices"]["dimensions"]["ph_band"]["labels"].pop(), "slices.dimensions.ph_band"),
+    ],
+)
+def test_a_wrong_key_type_or_range_names_the_file_and_key(tmp_path, monkeypatch, name, change, named) -> None:
+    _broken(tmp_path, monkeypatch, name, change)
+    loader = getattr(configs, name.split(".")[0])
+    with pytest.raises(configs.ConfigError) as refused:
+        loader(Settings())
+    assert str(tmp_path / name) in str(refused.value) and named in str(refused.value)
+
+
+def test_a_broken_config_stops_the_flow_before_any_work(tmp_path, monkeypatch, settings) -> None:
+    _broken(tmp_path, monkeypatch, "training.yaml", lambda c: c.update(cv_folds=1))
+    with pytest.raises(configs.ConfigError, match="cv_folds"):
+        training_config(Settings(), None, None)
 
 
 def test_training_config_overrides_do_not_leak(settings) -> None:
@@ -46,9 +86,10 @@ def test_zero_trials_is_refused(settings) -> None:
         training_config(settings, trials=0, seed=None)
 
 
-def test_config_copies_cannot_alter_the_cache(settings) -> None:
-    from core.settings import load_config
-
-    first = load_config(settings.policy_config)
-    first["rules"][0]["limit"] = 0.99
-    assert load_config(settings.policy_config)["rules"][0]["limit"] != 0.99
+def test_configs_are_read_again_when_the_file_changes(tmp_path, monkeypatch) -> None:
+    _broken(tmp_path, monkeypatch, "monitoring.yaml", lambda c: c.update(min_samples=7))
+    assert configs.monitoring(Settings()).min_samples == 7
+    raw = yaml.safe_load((tmp_path / "monitoring.yaml").read_text(encoding="utf-8")) | {"min_samples": 9}
+    (tmp_path / "monitoring.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    os.utime(tmp_path / "monitoring.yaml", (1, 1))  # a different mtime even within the clock's resolution
+    assert configs.monitoring(Settings()).min_samples == 9

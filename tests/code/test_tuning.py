@@ -8,7 +8,8 @@ import optuna
 import pytest
 from sklearn.base import clone
 
-from core.settings import load_config
+from core import configs
+from core.settings import Settings
 from tasks.data import split_batch
 from tasks.registry import setup_mlflow
 from tasks.tuning import build_pipeline, cv_roc_auc, run_study, suggest
@@ -50,7 +51,7 @@ def test_every_family_is_a_cloneable_pipeline_with_probabilities(family, small_s
 
 
 def test_search_space_covers_at_least_three_families() -> None:
-    config = load_config(__import__("core.settings").settings.CONFIG_DIR / "training.yaml")
+    config = configs.training(Settings()).rules()
     assert len(config["search_space"]) >= 3
     assert set(config["search_space"]) <= set(FAMILIES)
 
@@ -70,7 +71,7 @@ def test_parallel_folds_do_not_change_the_scores(small_split) -> None:
 
 
 def test_study_persists_and_logs_each_trial_as_a_nested_run(settings, small_split) -> None:
-    config = load_config(settings.training_config)
+    config = configs.training(settings).rules()
     config = {**config, "tuning": {**config["tuning"], "n_trials": 3, "warm_start": [], "parallel_folds": 1}}
     setup_mlflow(settings)
     with mlflow.start_run() as parent:

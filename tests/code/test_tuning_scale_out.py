@@ -8,7 +8,7 @@ import mlflow
 import optuna
 import pytest
 
-from core.settings import load_config
+from core import configs
 from tasks.data import split_batch
 from tasks.registry import setup_mlflow
 from tasks.tuning import run_study, shares
@@ -51,7 +51,7 @@ def test_two_processes_share_one_postgres_study_without_duplicates(
 ) -> None:
     optuna_db, mlflow_db = postgres_db(), postgres_db()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_db)  # MLflow on Postgres too
-    config = load_config(settings.training_config)
+    config = configs.training(settings).rules()
     config["tuning"] |= {"n_trials": 6, "processes": 2, "parallel_folds": 1, "warm_start": []}
     config["search_space"] = {k: v for k, v in config["search_space"].items() if k in ("logistic_regression", "svc")}
     config["tuning"]["pruner"] = {"n_startup_trials": 100, "n_warmup_steps": 1}  # count every trial as complete

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from core.settings import BUNDLED_DATA, COLUMNS, load_config
+from core import configs
+from core.settings import BUNDLED_DATA, COLUMNS
 from tasks.data import fetch_batch, file_sha256
 from tasks.validation import validate_batch
 
@@ -27,13 +28,13 @@ def test_bundled_data_matches_its_readme(reference_frame) -> None:
 @pytest.mark.parametrize(("column", "share"), [("ph", 0.15), ("Sulfate", 0.24), ("Trihalomethanes", 0.05)])
 def test_missing_shares_sit_inside_the_configured_bounds(reference_frame, settings, column, share) -> None:
     observed = reference_frame[column].isna().mean()
-    allowed = load_config(settings.validation_config)["columns"][column]["max_missing"]
+    allowed = configs.validation(settings).columns[column].max_missing
     assert observed == pytest.approx(share, abs=0.01)
     assert observed < allowed - 0.05, "margin between the reference and the bound has shrunk"
 
 
 def test_physical_bounds_hold_with_margin(reference_frame, settings) -> None:
-    rules = load_config(settings.validation_config)["columns"]
+    rules = configs.validation(settings).rules()["columns"]
     for column, bounds in rules.items():
         values = reference_frame[column].dropna()
         assert values.min() >= bounds["min"] and values.max() <= bounds["max"], column

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from core.settings import MODEL_NAME, load_config
+from core import configs
+from core.settings import MODEL_NAME
 from flows.promotion import PromotionRefused, promote
 from flows.training import train
 from governance.audit import audit_log
@@ -125,7 +126,7 @@ def test_verdict_card_audit_and_approval(prefect_api, settings) -> None:
 
 
 def test_failing_gate_blocks_promotion(prefect_api, settings, tmp_path, monkeypatch) -> None:
-    strict = load_config(settings.policy_config)
+    strict = configs.policy(settings).rules()
     strict["rules"][0]["limit"] = 0.99  # min_test_roc_auc no model here can meet
     path = tmp_path / "strict-policy.yaml"
     path.write_text(yaml.safe_dump(strict))

@@ -62,7 +62,8 @@ def test_every_consumer_reads_the_versions_own_batch(prefect_api, settings, shif
 
     # The run carries the batch as its `training` dataset input, with its source and digest.
     run = registry.client.get_run(record.run_id)
-    (given,) = [i for i in run.inputs.dataset_inputs if {t.key: t.value for t in i.tags}["mlflow.data.context"] == CONTEXT]
+    inputs = run.inputs.dataset_inputs
+    (given,) = [i for i in inputs if {t.key: t.value for t in i.tags}["mlflow.data.context"] == CONTEXT]
     assert given.dataset.digest == sha256[: len(given.dataset.digest)] and uri in given.dataset.source
     stored = training_batch(record.run_id)
     assert stored.source == uri and stored.sha256 == sha256
