@@ -4,6 +4,7 @@ A misspelt key, a wrong type or a value out of range fails at load with the file
 (`configs/policy.yaml: rules.0.limit: …`), not deep inside a flow. Flows read the models' fields; the
 pure stage modules below them (tuning, policy, slices, expectations, drift, rollout) take the validated
 model's plain-dict form (`.rules()`), so they stay testable with literal dicts.
+Over 300 lines on purpose: one schema per file, side by side, so the whole rule vocabulary reads in one place.
 """
 
 from __future__ import annotations
