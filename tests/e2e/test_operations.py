@@ -59,7 +59,8 @@ def platform(request, tmp_path_factory, moto_endpoint, reference_frame):
     inbox = sqs.create_queue(QueueName=f"inbox-{bucket}")["QueueUrl"]
     inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
-    training = yaml.safe_load((CONFIG_DIR / "training.yaml").read_text()) | {"n_trials": 1}
+    training = yaml.safe_load((CONFIG_DIR / "training.yaml").read_text())
+    training["tuning"]["n_trials"] = 1  # (was a top-level `n_trials`, silently ignored until configs were typed)
     (home.parent / "training.yaml").write_text(yaml.safe_dump(training))
     slack = SlackReceiver()
     env = {
