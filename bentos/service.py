@@ -7,6 +7,7 @@ knows the model store only (never the flows), so a Bento is self-contained.
 
 from __future__ import annotations
 
+import copy
 import gc
 import hmac
 import json
@@ -20,11 +21,13 @@ from typing import Any
 import bentoml
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
@@ -41,6 +44,10 @@ FEATURES = [
     "Turbidity",
 ]
 MAX_BATCH = 10_000
+# Request body limits, enforced before a body is read whole (413 beyond): one sample is ~250 bytes of JSON.
+BODY_LIMITS = {"/predict": 16 * 1024, "/predict_batch": 4 * 1024 * 1024}
+DEFAULT_BODY_LIMIT = 64 * 1024
+ECHO_LIMIT = 64  # characters of a client's own input (e.g. an unknown key) ever repeated in an error
 
 
 def _served_models() -> dict[str, str]:
@@ -56,7 +63,14 @@ MODEL_TAG = SERVED.get("POTABLE_BENTO_MODEL_TAG") or "water-potability:latest"
 ONNX_TAG = SERVED.get("POTABLE_BENTO_ONNX_TAG", "")
 WORKERS = os.environ.get("POTABLE_SERVE_WORKERS", "cpu_count")
 FRONTEND_HTML = Path(__file__).with_name("static") / "frontend.html"
-PROTECTED_PATHS = ("/predict", "/predict_batch")  # health, metrics, docs and metadata stay open
+PROTECTED_PATHS = ("/predict", "/predict_batch")  # health, metrics, schema and the public metadata stay open
+# Every path the service answers; BentoML labels request metrics by path, so any other path is counted
+# under one label (UNKNOWN_PATH) instead of growing /metrics by one series per URL a client invents.
+KNOWN_PATHS = frozenset(
+    {"/", "/predict", "/predict_batch", "/metadata", "/frontend", "/openapi.json", "/schema.json"}
+    | {"/livez", "/readyz", "/healthz", "/metrics"}
+)
+UNKNOWN_PATH = "/unknown"
 
 
 def predictions_counter():
@@ -93,27 +107,118 @@ def prediction_log() -> logging.Logger:
     return logger
 
 
-class BearerTokenMiddleware:
-    """Optional auth: when POTABLE_API_TOKEN is set, prediction endpoints need `Authorization: Bearer <token>`."""
+def error_body(error: str, detail: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The one error shape of every 4xx: `{"error": text, "detail": [{"loc": [...], "msg": text}]}`."""
+    return {"error": error, "detail": detail or []}
 
-    def __init__(self, app, token: str) -> None:
+
+def _clip(text: str) -> str:
+    return text if len(text) <= ECHO_LIMIT else f"{text[:ECHO_LIMIT]}… ({len(text)} characters)"
+
+
+def authorized(scope) -> bool:
+    """True when no token is configured, or the request carries it (compared in constant time)."""
+    token = os.environ.get("POTABLE_API_TOKEN")
+    if not token:
+        return True
+    given = dict(scope.get("headers") or []).get(b"authorization", b"")
+    return hmac.compare_digest(given, f"Bearer {token}".encode())
+
+
+class BearerTokenMiddleware:
+    """Optional auth: when POTABLE_API_TOKEN is set, prediction endpoints need `Authorization: Bearer <token>`.
+
+    CORS preflights (OPTIONS) pass: a browser sends them without credentials, and the CORS middleware
+    answers them; the POST that follows is checked.
+    """
+
+    def __init__(self, app) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"].rstrip("/") in PROTECTED_PATHS:
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
-                await response(scope, receive, send)
-                return
+        protected = scope["type"] == "http" and scope["path"].rstrip("/") in PROTECTED_PATHS
+        if protected and scope["method"] != "OPTIONS" and not authorized(scope):
+            response = JSONResponse(error_body("missing or invalid bearer token"), status_code=401)
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 for a body over the path's limit, decided from Content-Length or while reading — never after
+    reading a huge body whole. The accepted body is handed on to the app unchanged."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = BODY_LIMITS.get(scope["path"].rstrip("/"), DEFAULT_BODY_LIMIT)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, limit)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > limit:
+                await self._refuse(scope, receive, send, limit)
+                return
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed() -> dict[str, Any]:
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, limit: int) -> None:
+        detail = [{"loc": ["body"], "msg": f"request body over {limit} bytes for {scope['path']}"}]
+        await JSONResponse(error_body("request body too large", detail), status_code=413)(scope, receive, send)
+
+
+def bound_metric_paths() -> None:
+    """Collapse unknown paths into one metrics label. BentoML's request-metrics middleware (outermost, so
+    ours cannot run before it) labels by the raw path; this wraps it once per process. An unknown path
+    is answered 404 either way."""
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware as Metrics
+
+    if getattr(Metrics, "_potable_bounded", False):
+        return
+    labelled = Metrics.__call__
+
+    async def bounded(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in KNOWN_PATHS or path.startswith("/static_content/"):
+            await labelled(self, scope, receive, send)
+            return
+        if not self._is_setup:
+            self._setup()  # before the copy below, so both share one set of metrics
+        app = self.app
+
+        async def with_the_real_path(_labelled_scope, receive, send) -> None:
+            await app(scope, receive, send)  # routing sees the request as it came
+
+        relabelled = copy.copy(self)
+        relabelled.app = with_the_real_path
+        await labelled(relabelled, {**scope, "path": UNKNOWN_PATH}, receive, send)
+
+    Metrics.__call__ = bounded
+    Metrics._potable_bounded = True
 
 
 class Sample(BaseModel):
     """One lab sample, the seed API's flat JSON. Bounds are physical; NaN/inf and unknown fields are refused."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: a feature is a JSON number or null; "7.0", "1_0" or true are refused, never coerced.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     ph: float | None = Field(default=None, ge=0, le=14, description="pH, 0-14 (may be missing)")
     Hardness: float = Field(ge=0, le=1000, description="mg/L")
@@ -127,12 +232,36 @@ class Sample(BaseModel):
 
 
 class Batch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     samples: list[Sample] = Field(min_length=1, max_length=MAX_BATCH, description=f"at most {MAX_BATCH} samples")
 
 
-api = FastAPI(title="water potability", description="Seed-compatible prediction API, metadata and lab form")
+class ErrorDetail(BaseModel):
+    loc: list[str]
+    msg: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx answer has this shape."""
+
+    error: str
+    detail: list[ErrorDetail]
+
+
+ERRORS = {
+    400: {"model": ErrorResponse, "description": "Invalid input: one entry per bad field"},
+    401: {"model": ErrorResponse, "description": "Missing or invalid bearer token (when POTABLE_API_TOKEN is set)"},
+    413: {"model": ErrorResponse, "description": "Request body over the endpoint's limit"},
+}
+
+# No /docs or /redoc: FastAPI's pages load scripts from a public CDN. The schema is at /openapi.json.
+api = FastAPI(
+    title="water potability",
+    description="Seed-compatible prediction API, metadata and lab form",
+    docs_url=None,
+    redoc_url=None,
+)
 
 
 def _rows(samples: list[dict[str, Any]]) -> np.ndarray:
@@ -224,23 +353,36 @@ async def _answer(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return service.answer(samples)  # ~0.1 ms in ONNX Runtime: a thread hop would cost more
 
 
-@api.post("/predict")
+@api.post("/predict", responses=ERRORS)
 async def predict(sample: Sample) -> dict[str, Any]:
     """One sample (the seed API's flat JSON) → the seed's response shape plus the model version."""
     return await _answer([sample.model_dump()])
 
 
-@api.post("/predict_batch")
+@api.post("/predict_batch", responses=ERRORS)
 async def predict_batch(batch: Batch) -> dict[str, Any]:
     """Up to 10,000 samples in one call."""
     return await _answer([s.model_dump() for s in batch.samples])
 
 
+PUBLIC_METADATA = ("model_version", "runtime", "threshold")
+
+
 @api.get("/metadata")
-def metadata() -> dict[str, Any]:
-    """What is being served: version, alias, threshold, data hash, commit, test metrics, runtime."""
+def metadata(request: Request) -> dict[str, Any]:
+    """What is being served. Public: version, runtime and threshold (what a client needs to read an answer).
+    Lineage (run, data hash, commit, study, test metrics) only with the token when one is configured."""
     service = bentoml.get_current_service()
-    return {"model_tag": str(service.bento_model.tag), **service.labels}
+    labels = {"model_tag": str(service.bento_model.tag), **service.labels}
+    if authorized(request.scope):
+        return labels
+    return {k: labels[k] for k in PUBLIC_METADATA if k in labels}
+
+
+@api.get("/", include_in_schema=False)
+def index() -> RedirectResponse:
+    """The lab form; BentoML's own index page loads a third-party tag manager."""
+    return RedirectResponse("/frontend")
 
 
 @api.get("/frontend", response_class=HTMLResponse)
@@ -249,14 +391,51 @@ def frontend() -> str:
     return FRONTEND_HTML.read_text(encoding="utf-8")
 
 
+@api.api_route(
+    "/{unknown:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False, response_model=None
+)
+def not_found(unknown: str) -> JSONResponse | RedirectResponse:
+    """Last route: any other path gets the error shape too (BentoML's own routes match before this app);
+    a known path with a trailing slash is redirected (307 keeps the method), as FastAPI would."""
+    if unknown.endswith("/") and f"/{unknown.rstrip('/')}" in KNOWN_PATHS:
+        return RedirectResponse(f"/{unknown.rstrip('/')}", status_code=307)
+    detail = [{"loc": ["path"], "msg": f"no such endpoint: /{_clip(unknown)}"}]
+    return JSONResponse(error_body("not found", detail), status_code=404)
+
+
 @api.exception_handler(RequestValidationError)
 async def invalid_input(_request, exc: RequestValidationError) -> JSONResponse:
-    """400 with one entry per bad field (loc starts with the field name, as the frontend expects)."""
-    detail = [
-        {"loc": [str(part) for part in error["loc"] if part != "body"] or ["body"], "msg": error["msg"]}
-        for error in exc.errors()
-    ]
-    return JSONResponse({"error": "invalid input", "detail": detail}, status_code=400)
+    """400 with one entry per bad field (loc starts with the field name, as the frontend expects);
+    malformed JSON is one entry at `body`. Nothing long the client sent is repeated back."""
+    detail = []
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            detail.append({"loc": ["body"], "msg": "not valid JSON"})
+            continue
+        loc = [_clip(str(part)) for part in error["loc"] if part != "body"] or ["body"]
+        detail.append({"loc": loc, "msg": _clip(error["msg"]) if len(error["msg"]) > 200 else error["msg"]})
+    return JSONResponse(error_body("invalid input", detail[:50]), status_code=400)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def http_error(_request, exc: StarletteHTTPException) -> JSONResponse:
+    """404, 405 and the rest in the same shape as validation errors."""
+    return JSONResponse(error_body(_clip(str(exc.detail))), status_code=exc.status_code, headers=exc.headers)
+
+
+def _openapi() -> dict[str, Any]:
+    """The schema documents the 400 the service answers, not FastAPI's default 422."""
+    if api.openapi_schema is None:
+        schema = get_openapi(title=api.title, version="1", description=api.description, routes=api.routes)
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            operation.get("responses", {}).pop("422", None)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        api.openapi_schema = schema
+    return api.openapi_schema
+
+
+api.openapi = _openapi
 
 
 # Mounted at the root: BentoML's own routes (/livez, /readyz, /metrics) match first, and its middleware
@@ -264,8 +443,9 @@ async def invalid_input(_request, exc: RequestValidationError) -> JSONResponse:
 # @bentoml.api because BentoML's per-call dispatch costs about twice a FastAPI route here (measured).
 WaterPotability = bentoml.asgi_app(api, path="/")(WaterPotability)
 
-if os.environ.get("POTABLE_API_TOKEN"):
-    WaterPotability.add_asgi_middleware(BearerTokenMiddleware, token=os.environ["POTABLE_API_TOKEN"])
+bound_metric_paths()
+# Starlette runs the first-added middleware outermost: CORS answers preflights and labels every answer
+# (401 and 413 included), then the body limit, then the token.
 if os.environ.get("POTABLE_CORS_ORIGINS"):
     WaterPotability.add_asgi_middleware(
         CORSMiddleware,
@@ -273,3 +453,6 @@ if os.environ.get("POTABLE_CORS_ORIGINS"):
         allow_methods=["GET", "POST"],
         allow_headers=["Authorization", "Content-Type"],
     )
+WaterPotability.add_asgi_middleware(BodyLimitMiddleware)
+if os.environ.get("POTABLE_API_TOKEN"):
+    WaterPotability.add_asgi_middleware(BearerTokenMiddleware)

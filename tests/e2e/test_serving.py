@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
+import hypothesis
 import mlflow
 import numpy as np
 import pytest
+import schemathesis
 
 from core.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
 from flows.training import train
@@ -105,9 +107,11 @@ def test_bento_answers_like_the_registered_model(served) -> None:
     batch = httpx.post(f"{base}/predict_batch", json={"samples": records}, headers=AUTH, timeout=30).json()
     assert np.allclose([p[1] for p in batch["probabilities"]], expected, atol=1e-5)
 
-    meta = httpx.get(f"{base}/metadata", timeout=10).json()
+    meta = httpx.get(f"{base}/metadata", headers=AUTH, timeout=10).json()
     assert meta["model_version"] == summary["model_version"] and meta["data_sha256"] == summary["data_sha256"]
     assert meta["runtime"] == "onnx"
+    public = httpx.get(f"{base}/metadata", timeout=10).json()  # without the token: no lineage
+    assert public == {"model_version": summary["model_version"], "runtime": "onnx", "threshold": meta["threshold"]}
 
 
 @pytest.mark.parametrize(
@@ -116,6 +120,9 @@ def test_bento_answers_like_the_registered_model(served) -> None:
         ({"ph": 15.0}, "ph"),
         ({"Sulfate": -1.0}, "Sulfate"),
         ({"Turbidity": "cloudy"}, "Turbidity"),
+        ({"Turbidity": "4.0"}, "Turbidity"),  # a numeric string is not a number
+        ({"Solids": "1_0"}, "Solids"),
+        ({"Chloramines": True}, "Chloramines"),
         ({"colour": 3}, "colour"),
         ({"Hardness": None}, "Hardness"),
     ],
@@ -126,6 +133,64 @@ def test_bad_input_is_a_field_level_400(served, change, field) -> None:
     response = httpx.post(f"{base}/predict", json={**good, **change}, headers=AUTH, timeout=30)
     assert response.status_code == 400 and field in response.text
     assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200  # still serving
+
+
+def test_hostile_bodies_get_the_one_error_shape_and_nothing_echoed(served) -> None:
+    base, _ = served
+    post = {"headers": AUTH | {"Content-Type": "application/json"}, "timeout": 30}
+    answers = {
+        "malformed": httpx.post(f"{base}/predict", content=b'{"ph": 7,', **post),
+        "long key": httpx.post(f"{base}/predict", content=b'{"' + b"k" * 10_000 + b'": 1}', **post),
+        "unknown path": httpx.get(f"{base}/no/such/path", timeout=10),
+        "huge batch": httpx.post(f"{base}/predict_batch", content=b" " * (8 * 1024 * 1024), **post),
+    }
+    assert {k: r.status_code for k, r in answers.items()} == {
+        "malformed": 400,
+        "long key": 400,
+        "unknown path": 404,
+        "huge batch": 413,  # over the 4 MB limit: refused while reading, not parsed
+    }
+    for name, answer in answers.items():
+        body = answer.json()
+        assert set(body) == {"error", "detail"} and len(answer.content) < 1_000, name
+
+
+def test_unknown_paths_do_not_grow_the_metrics(served) -> None:
+    base, _ = served
+    for i in range(200):
+        httpx.get(f"{base}/invented-{i}", timeout=10)
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    assert "invented-" not in metrics and 'endpoint="/unknown"' in metrics
+
+
+def test_no_page_loads_third_party_scripts(served) -> None:
+    base, _ = served
+    for path in ("/", "/frontend"):
+        page = httpx.get(f"{base}{path}", follow_redirects=True, timeout=10).text
+        assert "googletagmanager" not in page and "cdn." not in page and "https://" not in page, path
+    assert httpx.get(f"{base}/docs", timeout=10).status_code == 404  # FastAPI's page would load a CDN
+
+
+@pytest.mark.parametrize("mode", [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
+def test_every_answer_conforms_to_the_schema(served, mode) -> None:
+    """Property-based (schemathesis): valid and invalid inputs for every operation, each response checked
+    against the schema (status code documented, content type, body shape) and never a server error."""
+    base, _ = served
+    api = schemathesis.openapi.from_url(f"{base}/openapi.json")
+    operations = [result.ok() for result in api.get_all_operations()]
+    assert {op.path for op in operations} >= {"/predict", "/predict_batch", "/metadata"}
+    for operation in operations:
+        if mode == schemathesis.GenerationMode.NEGATIVE and operation.method.upper() != "POST":
+            continue  # a GET without parameters has no invalid input to generate
+
+        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+        @hypothesis.settings(
+            max_examples=30, deadline=None, database=None, suppress_health_check=list(hypothesis.HealthCheck)
+        )
+        def conforms(case) -> None:
+            case.call_and_validate(headers=AUTH, timeout=30)
+
+        conforms()
 
 
 def test_oversized_batch_is_refused(served) -> None:
