@@ -13,6 +13,8 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from core.settings import COLUMNS
+
 
 class BatchError(Exception):
     """The batch cannot be used; the message says why in words a data steward can act on."""
@@ -47,10 +49,30 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+MAX_HEADER_BYTES = 64 * 1024  # ten column names need well under 1 KB
+MAX_COLUMNS = 100
+
+
+def check_header(path: Path) -> None:
+    """Refuse a CSV whose header is absurd before parsing it: a million-column header would otherwise take
+    minutes and gigabytes to parse, only to be rejected."""
+    with open(path, "rb") as fh:
+        head = fh.read(MAX_HEADER_BYTES + 1)
+    line = head.split(b"\n", 1)[0]
+    if len(line) > MAX_HEADER_BYTES:
+        raise BatchError(
+            f"{path.name}: header row longer than {MAX_HEADER_BYTES // 1024} KB; expected {len(COLUMNS)} columns"
+        )
+    columns = line.count(b",") + 1
+    if columns > MAX_COLUMNS:
+        raise BatchError(f"{path.name}: header has {columns} columns; expected {len(COLUMNS)} ({', '.join(COLUMNS)})")
+
+
 def read_batch(path: Path) -> pd.DataFrame:
     """Parse the CSV; anything that is not a readable, non-empty CSV becomes a BatchError."""
     if path.stat().st_size == 0:
         raise BatchError(f"{path.name} is empty (0 bytes): expected a CSV with a header row")
+    check_header(path)
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             sample = fh.read(4096)

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         description="Where data lands: s3://bucket/prefix (listing), an SQS queue URL (S3 notifications), "
         "or a folder; default <home>/landing.",
     )
+    landing_areas: str | None = Field(
+        default=None,
+        description="More landing areas besides POTABLE_WATCH, comma-separated (folders or s3://bucket/prefix/); "
+        "arrival events naming anything outside them are refused.",
+    )
     watch_interval_seconds: float = Field(default=5.0, description="Polling interval of the watcher.")
     prefect_port: int = Field(default=4200, description="`potable up`: Prefect server and UI port.")
     mlflow_port: int = Field(default=5000, description="`potable up`: MLflow UI port.")

@@ -16,6 +16,7 @@ from prefect.runtime import deployment, flow_run
 from core import configs
 from core.alerts import FLOW_ALERT_HOOKS
 from core.batches import Batch
+from core.landing import in_landing_area, landing_areas
 from core.lineage import log_training_batch
 from core.settings import BUNDLED_DATA, EVENT_RESOURCE_PREFIX, MODEL_NAME, Settings, get_settings
 from governance.audit import audit_log
@@ -25,16 +26,16 @@ from tasks.governance import GovernanceVerdict, govern_task
 from tasks.packaging import Packaged, package_task
 from tasks.registry import RegisteredVersion, git_commit, register_model_task, setup_mlflow
 from tasks.tuning import TuningResult, refit_best, tune_models
-from tasks.validation import ValidationReport, quarantine_batch_task, validate_batch_task
+from tasks.validation import Quarantined, ValidationReport, quarantine_batch_task, validate_batch_task
 
 
 class BatchRejected(Exception):
     """The batch failed validation; it was quarantined and nothing was trained or registered."""
 
-    def __init__(self, report: ValidationReport, quarantined_to: str | None):
+    def __init__(self, report: ValidationReport, quarantined: Quarantined | None):
         self.report = report
-        self.quarantined_to = quarantined_to
-        where = f"; batch moved to {quarantined_to}" if quarantined_to else ""
+        self.quarantined = quarantined
+        where = f"; {quarantined}" if quarantined else ""
         details = "\n".join(f"  - {line}" for line in report.failures)
         super().__init__(f"batch rejected by validation{where}:\n{details}")
 
@@ -88,19 +89,39 @@ class Trained:
     git_commit: str
 
 
+class ArrivalRefused(Exception):
+    """An arrival event named something outside the landing area(s): nothing was read or moved."""
+
+
+def admit_arrival(data: str | None, settings: Settings) -> None:
+    """Refuse, before anything is read, an arrival that names a file or object outside the landing area(s)."""
+    if data and in_landing_area(data, settings):
+        return
+    areas = ", ".join(landing_areas(settings)) or "none configured"
+    audit_log(settings).append(
+        "train-flow", "arrival_refused", {"source": str(data)[:500]}, {"landing_areas": landing_areas(settings)}
+    )
+    raise ArrivalRefused(f"arrival {str(data)[:200]!r} is outside the landing area(s) ({areas}); nothing was read")
+
+
 def validate_or_quarantine(batch: Batch, settings: Settings) -> ValidationReport:
     """Validate; a rejected batch is quarantined, audited and stops the flow before any training."""
     report = validate_batch_task(batch, settings)
     audit = audit_log(settings)
     if not report.success:
-        where = quarantine_batch_task(batch, report, settings)
+        quarantined = quarantine_batch_task(batch, report, settings)
         audit.append(
             "train-flow",
             "batch_rejected",
             {"data_sha256": batch.sha256},
-            {"source": batch.uri, "quarantined_to": where, "failures": report.failures},
+            {
+                "source": batch.uri,
+                "quarantined_to": quarantined.where,
+                "moved": quarantined.moved,
+                "failures": report.failures,
+            },
         )
-        raise BatchRejected(report, where)
+        raise BatchRejected(report, quarantined)
     audit.append(
         "train-flow",
         "batch_validated",
@@ -263,13 +284,17 @@ def train(
     trials: int | None = None,
     seed: int | None = None,
     show_progress: bool = False,
+    arrival: bool = False,
 ) -> dict[str, Any]:
     """validate → tune → evaluate → register → govern → package, for one batch (local path or s3:// URI).
 
     `data` defaults to the bundled data set; `trials` and `seed` override configs/training.yaml.
+    `arrival` is set by the train-on-arrival trigger: the batch must then lie in a landing area.
     """
     settings = get_settings()
     settings.ensure_dirs()
+    if arrival:
+        admit_arrival(data, settings)
     config = training_config(settings, trials, seed)
     batch = load_batch(data or str(BUNDLED_DATA), settings)
     report = validate_or_quarantine(batch, settings)

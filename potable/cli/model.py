@@ -77,7 +77,7 @@ def validate(
     if report.data_docs:
         lines.append(f"data docs: {report.data_docs}")
     if quarantine:
-        lines.append(f"batch moved to {quarantine_batch(batch, report, settings)}")
+        lines.append(str(quarantine_batch(batch, report, settings)))
     fail("\n".join(lines))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,15 +88,26 @@ def test_unreadable_or_non_csv_files(write_csv, settings, content, message) -> N
     assert not report.success and any(message in f for f in report.failures)
 
 
-def test_quarantine_moves_the_batch_with_a_reason_file(reference_frame, write_csv, settings) -> None:
-    batch = fetch_batch(str(write_csv(_corrupt(reference_frame, "ph", 3, 99.0))), settings)
+def test_quarantine_moves_a_batch_out_of_the_landing_area_with_a_reason_file(reference_frame, settings) -> None:
+    landing = Path(settings.landing)
+    landing.mkdir(parents=True)
+    _corrupt(reference_frame, "ph", 3, 99.0).to_csv(landing / "arrived.csv", index=False)
+    batch = fetch_batch(str(landing / "arrived.csv"), settings)
     report = validate_batch(batch, settings)
-    target = quarantine_batch(batch, report, settings)
-    assert not batch.path.exists()
-    moved = settings.quarantine_dir / target.split("/quarantine/")[1]
-    assert moved.exists()
-    reason = json.loads((moved.parent / "reason.json").read_text())
+    quarantined = quarantine_batch(batch, report, settings)
+    assert quarantined.moved and not batch.path.exists() and Path(quarantined.where).exists()
+    assert Path(quarantined.where).is_relative_to(settings.quarantine_dir)
+    reason = json.loads((Path(quarantined.where).parent / "reason.json").read_text())
     assert reason["sha256"] == batch.sha256 and reason["failures"] == report.failures
+
+
+def test_quarantine_only_copies_a_file_a_person_named_elsewhere(reference_frame, write_csv, settings) -> None:
+    path = write_csv(_corrupt(reference_frame, "ph", 3, 99.0))  # outside POTABLE_HOME and the landing area
+    before = path.read_bytes()
+    batch = fetch_batch(str(path), settings)
+    quarantined = quarantine_batch(batch, validate_batch(batch, settings), settings)
+    assert not quarantined.moved and path.read_bytes() == before  # the user's file stays where it is
+    assert Path(quarantined.where).read_bytes() == before and "original left in place" in str(quarantined)
 
 
 def test_worker_result_is_used_for_the_same_bytes(reference_frame, write_csv, settings, monkeypatch) -> None:
@@ -130,3 +142,19 @@ def test_no_worker_for_s3_or_absent_files(settings, tmp_path) -> None:
 
     assert not expectations.start_prevalidation("s3://bucket/key.csv", settings)
     assert not expectations.start_prevalidation(str(tmp_path / "absent.csv"), settings)
+
+
+def test_an_absurd_header_is_refused_before_parsing(write_csv, settings) -> None:
+    """A million-column header used to take minutes and gigabytes; the bounded header check refuses it at once."""
+    import time
+
+    header = ",".join(f"c{i}" for i in range(1_000_000))
+    path = write_csv(header + "\n" + ",".join("1" for _ in range(1_000_000)) + "\n")
+    started = time.monotonic()
+    report = validate_batch(fetch_batch(str(path), settings), settings)
+    assert not report.success and time.monotonic() - started < 10
+    assert any("header row longer than 64 KB" in f for f in report.failures)
+    assert sum(len(f) for f in report.failures) < 500  # the message does not list a million names
+    wide = write_csv(",".join(f"c{i}" for i in range(5_000)) + "\n" + ",".join("1" for _ in range(5_000)) + "\n")
+    report = validate_batch(fetch_batch(str(wide), settings), settings)
+    assert any("header has 5000 columns" in f for f in report.failures)

@@ -64,7 +64,7 @@ def test_train_on_a_bad_batch_exits_1_quarantines_and_registers_nothing(tmp_path
     done = run_cli("train", "--data", str(bad), "--trials", "1", home=home)
     assert done.returncode == 1
     assert "nothing registered" in done.stderr and "expect_column_values_to_be_in_set [Potability]" in done.stderr
-    assert not bad.exists() and list((home / "quarantine").glob("*/bad.csv"))
+    assert bad.exists() and list((home / "quarantine").glob("*/bad.csv"))  # a named file is copied, never moved
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     assert client.search_registered_models() == []
 

@@ -13,7 +13,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from sklearn.base import clone
 
 from core.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
-from flows.training import BatchRejected, train
+from flows.training import ArrivalRefused, BatchRejected, train
+from governance.audit import audit_log
 from tasks.data import BatchError, file_sha256
 
 pytestmark = pytest.mark.e2e
@@ -81,7 +82,7 @@ def test_bad_batch_is_quarantined_and_nothing_is_trained(prefect_api, settings, 
         train(data=str(path), trials=1)
     message = str(caught.value)
     assert "expect_column_values_to_be_between [ph]" in message and "15.2" in message
-    assert not path.exists()
+    assert path.exists()  # named by a person, outside the landing area: copied into quarantine, not moved
     assert list(settings.quarantine_dir.glob("*/batch.csv")) and list(settings.quarantine_dir.glob("*/reason.json"))
     assert _versions(settings) == []
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -95,8 +96,9 @@ def test_missing_input_fails_with_a_clear_message(prefect_api, settings, tmp_pat
 
 
 def test_train_from_s3_and_quarantine_under_a_prefix(
-    prefect_api, settings, s3_bucket_name, moto_endpoint, reference_frame
+    prefect_api, settings, s3_bucket_name, moto_endpoint, reference_frame, monkeypatch
 ) -> None:
+    monkeypatch.setenv("POTABLE_WATCH", f"s3://{s3_bucket_name}/incoming/")  # the landing area
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     s3.upload_file(str(BUNDLED_DATA), s3_bucket_name, "incoming/water.csv")
     summary = train(data=f"s3://{s3_bucket_name}/incoming/water.csv", trials=1)
@@ -115,3 +117,24 @@ def test_train_from_s3_and_quarantine_under_a_prefix(
 
     with pytest.raises(BatchError, match=r"cannot read s3://.*/incoming/absent.csv"):
         train(data=f"s3://{s3_bucket_name}/incoming/absent.csv", trials=1)
+
+
+def test_an_arrival_outside_the_landing_area_is_refused_before_anything_is_read(
+    prefect_api, settings, tmp_path, s3_bucket_name, moto_endpoint, reference_frame, monkeypatch
+) -> None:
+    """Whoever can post an event can name any path or object: the flow refuses it unread and unmoved."""
+    monkeypatch.setenv("POTABLE_WATCH", f"s3://{s3_bucket_name}/incoming/")
+    elsewhere = tmp_path / "secret.csv"
+    reference_frame.assign(Hardness=-1.0).to_csv(elsewhere, index=False)  # would be quarantined if read
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.put_object(Bucket=s3_bucket_name, Key="private/bad.csv", Body=elsewhere.read_bytes())
+    landing = f"s3://{s3_bucket_name}/incoming/"
+    for named in (str(elsewhere), f"file://{elsewhere}", f"s3://{s3_bucket_name}/private/bad.csv", landing + "../x"):
+        with pytest.raises(ArrivalRefused, match="outside the landing area"):
+            train(data=named, trials=1, arrival=True)
+    assert elsewhere.exists() and {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket_name)["Contents"]} == {
+        "private/bad.csv"
+    }
+    assert not (settings.home_dir / "downloads").exists() and not list(settings.quarantine_dir.iterdir())
+    refused = [e for e in audit_log(settings).entries() if e["action"] == "arrival_refused"]
+    assert len(refused) == 4 and _versions(settings) == []
