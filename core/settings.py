@@ -98,6 +98,21 @@ class Settings(BaseSettings):
     )
     watch_interval_seconds: float = Field(default=5.0, description="Polling interval of the watcher.")
     prefect_port: int = Field(default=4200, description="`potable up`: Prefect server and UI port.")
+    bind_host: str = Field(
+        default="127.0.0.1",
+        description="`potable up`: address the Prefect API/UI and the MLflow UI listen on; anything but loopback "
+        "is refused unless both have authentication configured.",
+    )
+    prefect_api_auth_string: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PREFECT_SERVER_API_AUTH_STRING", "POTABLE_PREFECT_API_AUTH_STRING"),
+        description="`user:password` the Prefect server requires (basic auth); clients it starts get it too.",
+    )
+    mlflow_auth_config: Path | None = Field(
+        default=None,
+        description="MLflow basic-auth config (basic_auth.ini: admin user, password, database); turns the "
+        "MLflow UI's authentication on.",
+    )
     mlflow_port: int = Field(default=5000, description="`potable up`: MLflow UI port.")
     prefect_database_url: SecretStr | None = Field(
         default=None,

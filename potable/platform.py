@@ -46,6 +46,27 @@ def run_dir(settings: Settings) -> Path:
     return settings.home_dir / "run"
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def check_exposure(settings: Settings) -> None:
+    """Beyond loopback, the Prefect API (which can start any deployment, and post events) and the MLflow
+    UI (which can change the registry) must demand credentials: refuse to start them otherwise."""
+    if settings.bind_host in LOOPBACK:
+        return
+    missing = []
+    if settings.prefect_api_auth_string is None:
+        missing.append("PREFECT_SERVER_API_AUTH_STRING=user:password (Prefect server basic auth)")
+    if settings.mlflow_auth_config is None or not settings.mlflow_auth_config.is_file():
+        missing.append("POTABLE_MLFLOW_AUTH_CONFIG=<basic_auth.ini> (MLflow basic auth: admin user and password)")
+    if missing:
+        raise PlatformError(
+            f"refusing to bind the Prefect API/UI and the MLflow UI to {settings.bind_host} without "
+            f"authentication; set {' and '.join(missing)}, or keep POTABLE_BIND_HOST=127.0.0.1 "
+            "(and reach them through an authenticating proxy)"
+        )
+
+
 def api_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.prefect_port}/api"
 
@@ -60,6 +81,12 @@ def platform_env(settings: Settings) -> dict[str, str]:
     )
     if settings.prefect_database_url:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url.get_secret_value()
+    if settings.prefect_api_auth_string:  # the server demands it, so every client it starts sends it
+        env["PREFECT_SERVER_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"] = (
+            settings.prefect_api_auth_string.get_secret_value()
+        )
+    if settings.mlflow_auth_config:
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(settings.mlflow_auth_config)
     return env
 
 
@@ -68,14 +95,15 @@ def services(settings: Settings) -> list[Service]:
     return [
         Service(
             "prefect-server",
-            [prefect, "server", "start", "--host", "127.0.0.1", "--port", port, "--analytics-off"],
+            [prefect, "server", "start", "--host", settings.bind_host, "--port", port, "--analytics-off"],
             f"http://127.0.0.1:{port}",
         ),
         Service("worker", [prefect, "worker", "start", "--pool", WORK_POOL, "--type", "process"]),
         Service(
             "mlflow",
             [_bin("mlflow"), "server", "--backend-store-uri", settings.tracking_uri]
-            + ["--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1"],
+            + ["--host", settings.bind_host, "--port", str(settings.mlflow_port), "--workers", "1"]
+            + (["--app-name", "basic-auth"] if settings.mlflow_auth_config else []),
             f"http://127.0.0.1:{settings.mlflow_port}",
         ),
         Service("watcher", [_bin("potable"), "watch", settings.landing]),
@@ -163,6 +191,7 @@ def register_deployments(settings: Settings, env: dict[str, str]) -> None:
 
 def up(settings: Settings) -> dict[str, dict]:
     """Start what is not running yet, register the deployments, return the status."""
+    check_exposure(settings)  # before anything starts
     env = platform_env(settings)
     current = {name: r for name, r in records(settings).items() if running(r)}
     try:

@@ -122,3 +122,13 @@ def test_promote_waits_for_potable_approve_then_reports(tmp_path) -> None:
     assert run_cli("audit", "verify", home=home).returncode == 0
     report = run_cli("governance", "report", "--version", version, home=home)
     assert report.returncode == 0 and Path(report.stdout.strip()).read_text().startswith("<!doctype html>")
+
+
+def test_up_on_a_public_address_without_auth_starts_nothing(tmp_path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "POTABLE_HOME": str(home), "POTABLE_BIND_HOST": "0.0.0.0"}  # nosec B104 - under test
+    for name in ("PREFECT_API_URL", "PREFECT_SERVER_API_AUTH_STRING", "POTABLE_MLFLOW_AUTH_CONFIG"):
+        env.pop(name, None)
+    done = subprocess.run([POTABLE, "up"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "without authentication" in done.stderr and "Traceback" not in done.stderr
+    assert not (home / "logs" / "prefect-server.log").exists()  # refused before the first service started
