@@ -3,7 +3,7 @@
 Each entry carries the SHA-256 of the previous entry (`prev_hash`) and its own `hash` over the
 canonical JSON of everything else, so editing, deleting, inserting or reordering any line breaks the
 chain at a line `verify` names. Appends take a file lock: concurrent writers (flows, CLI) never
-interleave or fork the chain.
+interleave or fork the chain, and an append refuses to extend a chain that no longer verifies.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ def entry_hash(entry: dict[str, Any]) -> str:
     return hashlib.sha256(canonical({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
 
 
+class BrokenChain(RuntimeError):
+    """The trail no longer verifies: appending would hide the break behind a valid-looking new entry."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
@@ -53,6 +57,12 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             entries = self._read_lines()
+            verdict = self._verify(entries)  # a few ms for thousands of entries: cheap next to a silent fork
+            if not verdict.ok:
+                raise BrokenChain(
+                    f"audit trail {self.path} is broken at line {verdict.bad_line} ({verdict.reason}); "
+                    f"not appending {action!r} to it: restore the trail (potable audit verify) first"
+                )
             prev = json.loads(entries[-1])["hash"] if entries else GENESIS
             entry = {
                 "seq": len(entries) + 1,
@@ -80,8 +90,11 @@ class AuditLog:
 
     def verify(self) -> Verdict:
         """Walk the chain; the first line that does not fit is named (1-based line number)."""
+        return self._verify(self._read_lines())
+
+    @staticmethod
+    def _verify(lines: list[str]) -> Verdict:
         prev = GENESIS
-        lines = self._read_lines()
         for number, line in enumerate(lines, start=1):
             try:
                 entry = json.loads(line)

@@ -8,6 +8,7 @@ Only the standard library is imported here: it must be cheap to call first.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -40,6 +41,12 @@ class PrefectServer:
     """`prefect server start` (no UI, no scheduler) on a free loopback port, owned by this process."""
 
     def __init__(self, prefect_home: Path, log_path: Path):
+        # Two commands on one fresh home would both create the server's SQLite schema at once ("table …
+        # already exists"): one server starts at a time per home, until it answers (stdlib flock, held
+        # by this process; released by wait_healthy/stop, or by the kernel if the process dies).
+        prefect_home.mkdir(parents=True, exist_ok=True)
+        self._start_lock = open(prefect_home / "server-start.lock", "w")  # noqa: SIM115 - closed in _started()
+        fcntl.flock(self._start_lock, fcntl.LOCK_EX)
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,13 +88,20 @@ class PrefectServer:
             try:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:  # nosec B310 # http URL we built for loopback
                     if response.status == 200:
+                        self._started()
                         return
             except OSError:
                 pass
             time.sleep(0.2)
         raise PrefectApiError(f"Prefect server not healthy after {timeout:.0f} s; see {self._log_path}")
 
+    def _started(self) -> None:
+        if not self._start_lock.closed:
+            fcntl.flock(self._start_lock, fcntl.LOCK_UN)
+            self._start_lock.close()
+
     def stop(self) -> None:
+        self._started()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
