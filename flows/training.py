@@ -98,9 +98,8 @@ def admit_arrival(data: str | None, settings: Settings) -> None:
     if data and in_landing_area(data, settings):
         return
     areas = ", ".join(landing_areas(settings)) or "none configured"
-    audit_log(settings).append(
-        "train-flow", "arrival_refused", {"source": str(data)[:500]}, {"landing_areas": landing_areas(settings)}
-    )
+    details = {"source": str(data)[:500], "landing_areas": landing_areas(settings)}
+    audit_log(settings).append("train-flow", "arrival_refused", {}, details)
     raise ArrivalRefused(f"arrival {str(data)[:200]!r} is outside the landing area(s) ({areas}); nothing was read")
 
 
