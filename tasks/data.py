@@ -31,11 +31,23 @@ def s3_bucket(bucket_name: str, settings: Settings):
     from prefect_aws import AwsCredentials, S3Bucket
     from prefect_aws.client_parameters import AwsClientParameters
 
+    # botocore's default (legacy mode, 60 s timeouts, 5 attempts) would hold a dead endpoint for minutes
+    # inside each of our task attempts; the task's own retries are the policy, so botocore keeps it short.
+    client_config = {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 5, "read_timeout": 30}
     credentials = AwsCredentials(
         region_name=settings.aws_region,
-        aws_client_parameters=AwsClientParameters(endpoint_url=settings.s3_endpoint_url),
+        aws_client_parameters=AwsClientParameters(endpoint_url=settings.s3_endpoint_url, config=client_config),
     )
     return S3Bucket(bucket_name=bucket_name, credentials=credentials)
+
+
+_S3_REFUSALS = frozenset({"404", "403", "NoSuchKey", "NoSuchBucket", "AccessDenied", "Forbidden"})
+
+
+def _s3_refusal(exc: BaseException) -> bool:
+    """Whether S3 answered and said no (as opposed to not answering at all)."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return str(code) in _S3_REFUSALS
 
 
 def fetch_batch(uri: str, settings: Settings) -> Batch:
@@ -47,6 +59,8 @@ def fetch_batch(uri: str, settings: Settings) -> Batch:
         try:
             s3_bucket(bucket_name, settings).download_object_to_path(key, target)
         except Exception as exc:  # botocore raises many types; the user needs the URI and the reason
+            if _s3_refusal(exc):  # a missing object or a denied read will not pass on retry
+                raise BatchError(f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
             raise BatchUnreachable(f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
         return Batch(uri=uri, path=target, sha256=file_sha256(target))
     path = Path(uri.removeprefix("file://")).expanduser()

@@ -89,7 +89,7 @@ def test_two_batches_at_once_on_the_default_sqlite_stores_both_complete(tmp_path
     started = time.monotonic()
     runs = [
         subprocess.Popen(  # nosec B603 - our own CLI
-            [POTABLE, "train", "--data", str(batch), "--trials", "2"],
+            [POTABLE, "train", "--data", str(batch), "--trials", "1"],
             env=env,
             cwd=PROJECT_ROOT,
             stdout=subprocess.PIPE,

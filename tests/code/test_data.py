@@ -65,3 +65,13 @@ def test_split_is_stratified_disjoint_and_seeded(reference_frame) -> None:
     overall = reference_frame["Potability"].mean()
     assert abs(first.y_test.mean() - overall) < 0.01 and abs(first.y_train.mean() - overall) < 0.01
     assert list(first.X_train.columns) == list(FEATURES)
+
+
+def test_a_missing_s3_object_is_a_refusal_not_an_outage(s3_bucket_name) -> None:
+    """S3 answered "no such key": retrying cannot help, so it is a plain BatchError (not transient)."""
+    from core.settings import Settings
+    from tasks.data import BatchUnreachable
+
+    with pytest.raises(BatchError, match=rf"cannot read s3://{s3_bucket_name}/absent.csv") as raised:
+        fetch_batch(f"s3://{s3_bucket_name}/absent.csv", Settings())
+    assert not isinstance(raised.value, BatchUnreachable)
