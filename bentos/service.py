@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import gc
+import hashlib
 import hmac
 import json
-import logging
 import os
-from datetime import UTC, datetime
-from logging.handlers import RotatingFileHandler
+import random
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,23 +90,81 @@ def predictions_counter():
         return REGISTRY._names_to_collectors["potable_predictions_total"]  # noqa: SLF001
 
 
-def prediction_log() -> logging.Logger:
-    """JSON lines under POTABLE_HOME/predictions, rotated by size so the log stays bounded (drift monitor input).
+def _env_number(name: str, default: float) -> float:
+    return float(os.environ.get(name, str(default)))
 
-    One file per server worker: size rotation is only safe with a single writer per file.
+
+class PredictionLog:
+    """What the drift monitor reads: JSON lines in one file per server worker per hour, under
+    POTABLE_HOME/predictions, kept for a time window (POTABLE_PREDICTION_LOG_HOURS) however busy the service.
+
+    No single client can rewrite it: each client (address, or the router's X-Forwarded-For) has a budget of
+    logged rows per minute, and a larger share of its traffic is sampled at random into that budget; an
+    hour's file stops growing at a byte cap. The predictions themselves are all answered and counted.
+    One writer per file (a worker owns its files), so no locking is needed.
     """
-    logger = logging.getLogger("potable.predictions")
-    if not logger.handlers:
-        folder = Path(os.environ.get("POTABLE_HOME", ".potable")).expanduser() / "predictions"
+
+    def __init__(self, folder: Path, worker: int) -> None:
+        self.folder, self.worker = folder, worker
+        self.keep_hours = _env_number("POTABLE_PREDICTION_LOG_HOURS", 48)
+        self.hour_cap_bytes = int(_env_number("POTABLE_PREDICTION_LOG_MAX_BYTES", 20 * 1024 * 1024))
+        self.client_rows_per_minute = int(_env_number("POTABLE_PREDICTION_LOG_CLIENT_ROWS_PER_MINUTE", 600))
+        self.hour, self.file = "", None
+        self.minute, self.logged_by_client = "", {}
+        self.random = random.Random()  # nosec B311 # samples log lines; no secret depends on it
+        self.lock = threading.Lock()  # large batches are answered in the thread pool, small ones on the loop
         folder.mkdir(parents=True, exist_ok=True)
-        max_bytes = int(os.environ.get("POTABLE_PREDICTION_LOG_MAX_BYTES", str(20 * 1024 * 1024)))
-        worker = bentoml.server_context.worker_index or 1
-        handler = RotatingFileHandler(folder / f"predictions-{worker}.jsonl", maxBytes=max_bytes, backupCount=5)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    return logger
+
+    def record(self, client: str, records: list[dict[str, Any]]) -> int:
+        """Append the client's share of `records`; returns how many lines were written."""
+        now = datetime.now(UTC)
+        with self.lock:
+            kept = self._within_budget(client, records, now.strftime("%Y%m%dT%H%M"))
+            handle = self._file_for(now.strftime("%Y%m%dT%H"))
+            if not kept or handle.tell() >= self.hour_cap_bytes:
+                return 0
+            stamp = now.isoformat()
+            handle.write("".join(json.dumps({"timestamp": stamp, "client": client} | r) + "\n" for r in kept))
+            handle.flush()
+            return len(kept)
+
+    def _within_budget(self, client: str, records: list[dict[str, Any]], minute: str) -> list[dict[str, Any]]:
+        if minute != self.minute:  # budgets are per minute: forget the last one (bounds the table too)
+            self.minute, self.logged_by_client = minute, {}
+        left = self.client_rows_per_minute - self.logged_by_client.get(client, 0)
+        if left <= 0:
+            return []
+        if len(records) > left:  # a random sample, not the first rows: a batch may be sorted
+            chosen = sorted(self.random.sample(range(len(records)), left))
+            records = [records[i] for i in chosen]
+        self.logged_by_client[client] = self.logged_by_client.get(client, 0) + len(records)
+        return records
+
+    def _file_for(self, hour: str):
+        if hour != self.hour or self.file is None:
+            if self.file is not None:
+                self.file.close()
+            self.hour = hour
+            self.file = open(self.folder / f"predictions-{self.worker}-{hour}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            self._forget_old_hours()
+        return self.file
+
+    def _forget_old_hours(self) -> None:
+        oldest = (datetime.now(UTC) - timedelta(hours=self.keep_hours)).strftime("%Y%m%dT%H")
+        for path in self.folder.glob(f"predictions-{self.worker}-*.jsonl"):
+            if path.stem.rsplit("-", 1)[-1] < oldest:
+                path.unlink(missing_ok=True)
+
+
+def client_of(scope) -> str:
+    """A pseudonymous client id: the peer address, or behind the local router the address nginx forwarded
+    (trusted only from loopback, where the router is). Hashed so the log holds no addresses."""
+    host = (scope.get("client") or ("unknown", 0))[0]
+    if host in ("127.0.0.1", "::1"):
+        forwarded = dict(scope.get("headers") or []).get(b"x-forwarded-for", b"")
+        if forwarded:
+            host = forwarded.split(b",")[-1].strip().decode("latin-1")[:64]
+    return hashlib.sha256(host.encode()).hexdigest()[:12]
 
 
 def error_body(error: str, detail: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -142,6 +202,37 @@ class BearerTokenMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+class ClientRateLimitMiddleware:
+    """Per-client token bucket on the prediction endpoints (POTABLE_RATE_LIMIT_PER_SECOND, burst as many):
+    one client looping requests gets 429 with Retry-After instead of the others' latency. The router in
+    front of release slots limits per address too; this holds for `potable serve` and direct slot access."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.rate = _env_number("POTABLE_RATE_LIMIT_PER_SECOND", 1000)
+        self.buckets: dict[str, tuple[float, float]] = {}  # client → (tokens, when)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") in PROTECTED_PATHS and not self._take(scope):
+            detail = [{"loc": ["client"], "msg": f"over {self.rate:g} requests per second; retry after 1 s"}]
+            response = JSONResponse(error_body("too many requests", detail), 429, headers={"Retry-After": "1"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _take(self, scope) -> bool:
+        client, now = client_of(scope), time.monotonic()
+        tokens, when = self.buckets.get(client, (self.rate, now))
+        tokens = min(self.rate, tokens + (now - when) * self.rate)
+        if len(self.buckets) > 10_000:  # forget clients idle long enough to have a full bucket again
+            self.buckets = {c: (t, w) for c, (t, w) in self.buckets.items() if now - w < 1.0}
+        if tokens < 1:
+            self.buckets[client] = (tokens, now)
+            return False
+        self.buckets[client] = (tokens - 1, now)
+        return True
 
 
 class BodyLimitMiddleware:
@@ -253,6 +344,7 @@ ERRORS = {
     400: {"model": ErrorResponse, "description": "Invalid input: one entry per bad field"},
     401: {"model": ErrorResponse, "description": "Missing or invalid bearer token (when POTABLE_API_TOKEN is set)"},
     413: {"model": ErrorResponse, "description": "Request body over the endpoint's limit"},
+    429: {"model": ErrorResponse, "description": "Over the per-client rate limit (see the Retry-After header)"},
 }
 
 # No /docs or /redoc: FastAPI's pages load scripts from a public CDN. The schema is at /openapi.json.
@@ -320,15 +412,16 @@ class WaterPotability:
             c: predictions_counter().labels(predicted_class=str(c), model_version=self.version) for c in (0, 1)
         }
         self.scorer.positive(_rows([{}]))  # first call allocates; pay it before traffic, not on a request
-        prediction_log()
+        home = Path(os.environ.get("POTABLE_HOME", ".potable")).expanduser()
+        self.log = PredictionLog(home / "predictions", bentoml.server_context.worker_index or 1)
         # Objects alive now live as long as the server: keep them out of the cyclic GC, whose full
         # passes over BentoML's and the model's heap were the 200-300 ms tail under load.
         gc.freeze()
 
-    def answer(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    def answer(self, samples: list[dict[str, Any]], client: str) -> dict[str, Any]:
         proba = self.scorer.positive(_rows(samples))
         predictions = (proba >= self.threshold).astype(int)
-        self._record(samples, predictions, proba)
+        self._record(samples, predictions, proba, client)
         return {
             "predictions": predictions.tolist(),
             "probabilities": [[round(1 - p, 6), round(p, 6)] for p in proba.tolist()],
@@ -337,32 +430,34 @@ class WaterPotability:
             f"(threshold {self.threshold:.3f})",
         }
 
-    def _record(self, samples: list[dict[str, Any]], predictions: np.ndarray, proba: np.ndarray) -> None:
-        now = datetime.now(UTC).isoformat()
-        log = prediction_log()
+    def _record(self, samples: list[dict[str, Any]], predictions: np.ndarray, proba: np.ndarray, client: str) -> None:
+        records = []
         for sample, predicted, p in zip(samples, predictions.tolist(), proba.tolist(), strict=True):
             self.counted[predicted].inc()
-            record = {"timestamp": now, "model_version": self.version, "inputs": sample, "prediction": predicted}
-            log.info(json.dumps(record | {"probability": round(p, 6)}))
+            records.append(
+                {"model_version": self.version, "inputs": sample, "prediction": predicted, "probability": round(p, 6)}
+            )
+        self.log.record(client, records)
 
 
-async def _answer(samples: list[dict[str, Any]]) -> dict[str, Any]:
+async def _answer(samples: list[dict[str, Any]], request: Request) -> dict[str, Any]:
     service = bentoml.get_current_service()
+    client = client_of(request.scope)
     if service.scorer.slow or len(samples) > 64:
-        return await run_in_threadpool(service.answer, samples)
-    return service.answer(samples)  # ~0.1 ms in ONNX Runtime: a thread hop would cost more
+        return await run_in_threadpool(service.answer, samples, client)
+    return service.answer(samples, client)  # ~0.1 ms in ONNX Runtime: a thread hop would cost more
 
 
 @api.post("/predict", responses=ERRORS)
-async def predict(sample: Sample) -> dict[str, Any]:
+async def predict(sample: Sample, request: Request) -> dict[str, Any]:
     """One sample (the seed API's flat JSON) → the seed's response shape plus the model version."""
-    return await _answer([sample.model_dump()])
+    return await _answer([sample.model_dump()], request)
 
 
 @api.post("/predict_batch", responses=ERRORS)
-async def predict_batch(batch: Batch) -> dict[str, Any]:
+async def predict_batch(batch: Batch, request: Request) -> dict[str, Any]:
     """Up to 10,000 samples in one call."""
-    return await _answer([s.model_dump() for s in batch.samples])
+    return await _answer([s.model_dump() for s in batch.samples], request)
 
 
 PUBLIC_METADATA = ("model_version", "runtime", "threshold")
@@ -445,7 +540,7 @@ WaterPotability = bentoml.asgi_app(api, path="/")(WaterPotability)
 
 bound_metric_paths()
 # Starlette runs the first-added middleware outermost: CORS answers preflights and labels every answer
-# (401 and 413 included), then the body limit, then the token.
+# (401, 413 and 429 included), then the rate limit (before any body is read), the body limit, the token.
 if os.environ.get("POTABLE_CORS_ORIGINS"):
     WaterPotability.add_asgi_middleware(
         CORSMiddleware,
@@ -453,6 +548,8 @@ if os.environ.get("POTABLE_CORS_ORIGINS"):
         allow_methods=["GET", "POST"],
         allow_headers=["Authorization", "Content-Type"],
     )
+if _env_number("POTABLE_RATE_LIMIT_PER_SECOND", 1000) > 0:
+    WaterPotability.add_asgi_middleware(ClientRateLimitMiddleware)
 WaterPotability.add_asgi_middleware(BodyLimitMiddleware)
 if os.environ.get("POTABLE_API_TOKEN"):
     WaterPotability.add_asgi_middleware(BearerTokenMiddleware)

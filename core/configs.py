@@ -178,6 +178,7 @@ class Policy(Rules):
 # ---- monitoring.yaml -------------------------------------------------------------------------------
 class MonitoringRules(Rules):
     window_hours: float = Field(gt=0)
+    max_rows_per_client: int = Field(ge=1)
     min_samples: int = Field(ge=1)
     bins: int = Field(ge=2)
     psi_threshold: float = Field(gt=0)

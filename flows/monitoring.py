@@ -18,16 +18,17 @@ from core.lineage import LineageMissing, training_batch
 from core.settings import FEATURES, MODEL_NAME, Settings, get_settings
 from core.versions import ModelRegistry, UnknownVersion
 from governance.audit import audit_log
-from tasks.drift import DriftReport, compare, read_prediction_log, window_start
+from tasks.drift import DriftReport, compare, read_prediction_log, sample_per_client, window_start
 from tasks.retries import io_retries
 
 DRIFT_EVENT = "potable.drift.detected"
 
 
 @task(cache_policy=NO_CACHE)
-def live_traffic(settings: Settings, window_hours: float) -> pd.DataFrame:
-    """The service's logged predictions from the last `window_hours`."""
-    return read_prediction_log(settings.home_dir / "predictions", window_start(window_hours))
+def live_traffic(settings: Settings, window_hours: float, max_rows_per_client: int) -> pd.DataFrame:
+    """The service's logged predictions from the last `window_hours`, at most so many per client."""
+    logged = read_prediction_log(settings.home_dir / "predictions", window_start(window_hours))
+    return sample_per_client(logged, max_rows_per_client)
 
 
 @task(cache_policy=NO_CACHE, **io_retries(LineageMissing, UnknownVersion))
@@ -78,7 +79,8 @@ def verdict_text(report: DriftReport, version: str | None) -> str:
             + (" (DRIFTED)" if report.positive_rate_drifted else "")
         )
     drifted = ", ".join(report.drifted_features) or "none"
-    return f"model v{version}: {report.live_rows} live predictions; drifted features: {drifted}{rate}"
+    traffic = f"{report.live_rows} live predictions from {report.clients} client(s)"
+    return f"model v{version}: {traffic}; drifted features: {drifted}{rate}"
 
 
 @task(cache_policy=NO_CACHE)
@@ -113,7 +115,7 @@ def monitor_drift(window_hours: float | None = None, retrain_on_drift: bool | No
     settings = get_settings()
     settings.ensure_dirs()
     rules = configs.monitoring(settings).rules()
-    live = live_traffic(settings, window_hours or rules["window_hours"])
+    live = live_traffic(settings, window_hours or rules["window_hours"], rules["max_rows_per_client"])
     version = served_version(live)
     reference, reference_rate = training_reference(settings, version)
     report = compare(reference, live, rules, reference_rate)
@@ -128,6 +130,7 @@ def monitor_drift(window_hours: float | None = None, retrain_on_drift: bool | No
     return {
         "model_version": version,
         "live_rows": report.live_rows,
+        "clients": report.clients,
         "drifted": report.drifted,
         "drifted_features": report.drifted_features,
         "positive_rate_drifted": report.positive_rate_drifted,

@@ -36,6 +36,7 @@ class FeatureDrift:
 class DriftReport:
     live_rows: int
     reference_rows: int
+    clients: int = 0
     features: list[FeatureDrift] = field(default_factory=list)
     reference_positive_rate: float | None = None
     live_positive_rate: float | None = None
@@ -60,12 +61,27 @@ def read_prediction_log(folder: Path, since: datetime | None = None) -> pd.DataF
                 if line.strip():
                     records.append(json.loads(line))
     if not records:
-        return pd.DataFrame(columns=[*FEATURES, "prediction", "probability", "model_version", "timestamp"])
+        return pd.DataFrame(columns=[*FEATURES, "prediction", "probability", "model_version", "timestamp", "client"])
     frame = pd.json_normalize(records).rename(columns=lambda c: c.removeprefix("inputs."))
+    if "client" not in frame:
+        frame["client"] = None
+    frame["client"] = frame["client"].fillna("unknown")  # lines written before clients were recorded
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     if since is not None:
         frame = frame[frame["timestamp"] >= since]
     return frame.reset_index(drop=True)
+
+
+def sample_per_client(live: pd.DataFrame, max_rows_per_client: int, seed: int = 0) -> pd.DataFrame:
+    """No client contributes more rows than the median client does (nor more than `max_rows_per_client`),
+    sampled at random: one caller looping extreme but valid batches weighs as one client among many,
+    however much it sends. With a single client this is that client's traffic, up to the cap."""
+    if live.empty:
+        return live
+    counts = live.groupby("client").size()
+    cap = min(max_rows_per_client, max(1, int(np.ceil(counts.median()))))
+    parts = [rows.sample(n=min(len(rows), cap), random_state=seed) for _, rows in live.groupby("client", sort=True)]
+    return pd.concat(parts).sort_values("timestamp").reset_index(drop=True)
 
 
 def window_start(hours: float) -> datetime:
@@ -107,7 +123,8 @@ def compare(
     reference: pd.DataFrame, live: pd.DataFrame, rules: dict[str, Any], reference_positive_rate: float | None = None
 ) -> DriftReport:
     """Judge every feature (and the predicted-potable share) of `live` against `reference`."""
-    report = DriftReport(live_rows=len(live), reference_rows=len(reference))
+    clients = int(live["client"].nunique()) if "client" in live else 0
+    report = DriftReport(live_rows=len(live), reference_rows=len(reference), clients=clients)
     if len(live) < int(rules["min_samples"]) or reference.empty:
         report.enough_traffic = False
         return report

@@ -6,11 +6,12 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from core import configs
 from core.settings import CONFIG_DIR, FEATURES
-from tasks.drift import compare, psi, read_prediction_log
+from tasks.drift import compare, psi, read_prediction_log, sample_per_client
 
 RULES = configs.load(CONFIG_DIR / "monitoring.yaml", configs.MonitoringRules).rules()
 
@@ -67,3 +68,24 @@ def test_prediction_log_is_read_across_workers_rotations_and_window(tmp_path) ->
         (tmp_path / name).write_text(json.dumps(record | {"prediction": 1, "probability": 0.7}) + "\n")
     frame = read_prediction_log(tmp_path, since=now - timedelta(hours=24))
     assert len(frame) == 2 and set(FEATURES) <= set(frame.columns) and frame["model_version"].eq("3").all()
+
+
+def test_one_client_flooding_extreme_valid_rows_does_not_rewrite_the_picture(reference) -> None:
+    """Six clients send ordinary samples; a seventh loops 20,000 valid rows with pH at the top of its
+    range. Sampled per client it weighs as one of seven: no drift. The same rows from all clients drift."""
+    genuine = [reference.sample(300, random_state=i).assign(client=f"c{i}") for i in range(6)]
+    flood = reference.sample(20_000, replace=True, random_state=9).assign(ph=13.5, client="flooder")
+    live = pd.concat([*genuine, flood]).assign(timestamp=datetime.now(UTC))
+    assert compare(reference, live, RULES).drifted_features == ["ph"]  # unsampled, the flood is the picture
+    sampled = sample_per_client(live, RULES["max_rows_per_client"])
+    assert sampled["client"].value_counts().max() == 300
+    report = compare(reference, sampled, RULES)
+    assert not report.drifted and report.clients == 7
+    everyone = pd.concat([g.assign(ph=13.5) for g in genuine]).assign(timestamp=datetime.now(UTC))
+    assert compare(reference, sample_per_client(everyone, RULES["max_rows_per_client"]), RULES).drifted
+
+
+def test_a_single_client_is_sampled_only_down_to_the_cap(reference) -> None:
+    live = reference.assign(client="only", timestamp=datetime.now(UTC))
+    assert len(sample_per_client(live, 1000)) == 1000
+    assert len(sample_per_client(live.head(400), 1000)) == 400

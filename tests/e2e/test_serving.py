@@ -25,6 +25,7 @@ from tests.e2e.browser import chromium
 pytestmark = pytest.mark.e2e
 TOKEN = "test-token-not-a-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+RATE, BUDGET = 200, 200  # per-client requests per second (per worker), logged rows per minute
 
 
 def _free_port() -> int:
@@ -51,6 +52,7 @@ def _serve_new_version():
     assert summary["bento_tag"], summary["gate_failures"]
     port = _free_port()
     env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"], "POTABLE_API_TOKEN": TOKEN}
+    env |= {"POTABLE_RATE_LIMIT_PER_SECOND": str(RATE), "POTABLE_PREDICTION_LOG_CLIENT_ROWS_PER_MINUTE": str(BUDGET)}
     server = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("bentoml")),
@@ -219,12 +221,61 @@ def test_metrics_count_predictions_and_the_log_records_them(served) -> None:
     assert "potable_predictions_total" in metrics and f'model_version="{summary["model_version"]}"' in metrics
     from core.settings import Settings
 
-    logs = sorted((Settings().home_dir / "predictions").glob("predictions-*.jsonl"))  # one per server worker
-    records = sorted(
-        (json.loads(line) for log in logs for line in log.read_text().splitlines()), key=lambda r: r["timestamp"]
-    )
+    records = sorted(_logged(Settings().home_dir), key=lambda r: r["timestamp"])
     assert records and records[-1]["model_version"] == summary["model_version"]
     assert set(records[-1]["inputs"]) == set(FEATURES) and 0.0 <= records[-1]["probability"] <= 1.0
+
+
+def _logged(home: Path) -> list[dict]:
+    logs = (home / "predictions").glob("predictions-*.jsonl")  # one per server worker and hour
+    return [json.loads(line) for log in logs for line in log.read_text().splitlines()]
+
+
+def test_one_client_cannot_flood_the_prediction_log(served) -> None:
+    """A caller sending 3 x 1,000 valid rows gets every answer, but only its per-minute budget reaches the
+    drift monitor's log (a random sample); another caller's prediction is logged beside it."""
+    from core.settings import Settings
+
+    base, _ = served
+    flooder, other = {"X-Forwarded-For": "198.51.100.7"}, {"X-Forwarded-For": "198.51.100.8"}
+    batch = {"samples": [dict.fromkeys(FEATURES, 1.0) | {"ph": 13.9}] * 1000}
+    for _ in range(3):
+        answer = httpx.post(f"{base}/predict_batch", json=batch, headers=AUTH | flooder, timeout=60)
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1000
+    assert httpx.post(f"{base}/predict", json=dict.fromkeys(FEATURES, 2.0), headers=AUTH | other).status_code == 200
+    by_client = {}
+    for record in _logged(Settings().home_dir):
+        by_client.setdefault(record["client"], []).append(record)
+    flood = [rows for rows in by_client.values() if rows[0]["inputs"]["ph"] == 13.9]
+    assert len(flood) == 1 and BUDGET <= len(flood[0]) <= 2 * BUDGET  # one budget (two if a minute turned)
+    assert any(rows[-1]["inputs"]["Hardness"] == 2.0 for rows in by_client.values())
+    assert not any("198.51.100" in json.dumps(rows) for rows in by_client.values())  # pseudonymous ids only
+
+
+def test_a_client_over_its_rate_gets_429_and_others_are_served(served) -> None:
+    import asyncio
+
+    base, _ = served
+    sample = dict.fromkeys(FEATURES, 1.0)
+
+    async def loop(client: httpx.AsyncClient, until: float) -> list[httpx.Response]:
+        answers = []
+        while time.monotonic() < until:
+            answers.append(await client.post(f"{base}/predict", json=sample))
+        return answers
+
+    async def hammer() -> list[httpx.Response]:  # 16 connections looping for 3 s, all one client
+        async with httpx.AsyncClient(headers=AUTH | {"X-Forwarded-For": "198.51.100.9"}, timeout=30) as client:
+            until = time.monotonic() + 3
+            return [r for rs in await asyncio.gather(*(loop(client, until) for _ in range(16))) for r in rs]
+
+    answers = asyncio.run(hammer())
+    limited = [r for r in answers if r.status_code == 429]
+    assert limited and {r.status_code for r in answers} <= {200, 429}
+    assert limited[0].headers["Retry-After"] == "1" and limited[0].json()["error"] == "too many requests"
+    polite = {"X-Forwarded-For": "198.51.100.10"}
+    assert httpx.post(f"{base}/predict", json=sample, headers=AUTH | polite, timeout=30).status_code == 200
+    print(f"\nrate limit: {len(limited)} of {len(answers)} requests from one client answered 429")
 
 
 @pytest.fixture(scope="module")
