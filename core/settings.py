@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     )
     worker_poll_seconds: float = Field(default=2.0, description="How often the worker asks for scheduled runs.")
     start_timeout_seconds: float = Field(default=120.0, description="`potable up`: wait this long per service.")
+    flow_heartbeat_seconds: int = Field(
+        default=30,
+        ge=30,  # Prefect's own floor
+        description="Flow runs started by the worker send a heartbeat this often; a run silent for two beats and"
+        " 15 s more is marked Crashed (its process or machine died) and alerted by the supervisor.",
+    )
     image_registry: str = Field(
         default="127.0.0.1:5001", description="Registry images are pushed to (an ECR host selects the ECR login)."
     )

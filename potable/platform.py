@@ -78,6 +78,8 @@ def platform_env(settings: Settings) -> dict[str, str]:
         PREFECT_API_URL=api_url(settings),
         PREFECT_UI_URL=f"http://127.0.0.1:{settings.prefect_port}",
         PREFECT_WORKER_QUERY_SECONDS=str(settings.worker_poll_seconds),
+        # Heartbeats let the crash automation (potable/crashes.py) see a run whose process died.
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(settings.flow_heartbeat_seconds),
     )
     if settings.prefect_database_url:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url.get_secret_value()
@@ -187,6 +189,23 @@ def register_deployments(settings: Settings, env: dict[str, str]) -> None:
             done = subprocess.run(argv, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # nosec B603
         if done.returncode != 0 and "global-concurrency-limit" not in argv:  # exists already: fine
             raise PlatformError(f"`{' '.join(argv[1:])}` failed with exit code {done.returncode}; see {log}")
+    _register_crash_automation(settings, env)
+
+
+def _register_crash_automation(settings: Settings, env: dict[str, str]) -> None:
+    """The heartbeat automation that marks runs of dead processes Crashed (potable/crashes.py)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from potable.crashes import ensure_crash_automation
+
+    updates = {PREFECT_API_URL: env["PREFECT_API_URL"]}
+    if env.get("PREFECT_API_AUTH_STRING"):
+        updates[PREFECT_API_AUTH_STRING] = env["PREFECT_API_AUTH_STRING"]
+    try:
+        with temporary_settings(updates=updates):
+            ensure_crash_automation(settings)
+    except Exception as exc:  # noqa: BLE001 - any API failure: up stops what it started and says why
+        raise PlatformError(f"could not register the crash automation: {type(exc).__name__}: {exc}") from exc
 
 
 def up(settings: Settings) -> dict[str, dict]:
@@ -210,6 +229,21 @@ def up(settings: Settings) -> dict[str, dict]:
         raise
     (run_dir(settings) / "platform-api.url").write_text(api_url(settings), encoding="utf-8")
     return status(settings)
+
+
+RESTARTABLE = ("worker", "watcher", "mlflow")  # the supervisor needs the Prefect server; `up` restarts that
+
+
+def restart_dead(settings: Settings) -> list[str]:
+    """Start again the services `potable up` started that died since (`down` removes a record before it stops
+    the service, and the supervisor first, so nothing it stops comes back)."""
+    found, restarted = records(settings), []
+    for service in services(settings):
+        record = found.get(service.name)
+        if service.name in RESTARTABLE and record and running(record) is None:
+            start(service, settings, platform_env(settings))
+            restarted.append(service.name)
+    return restarted
 
 
 def stop_process(process: psutil.Process, timeout: float = 20.0) -> None:
