@@ -24,7 +24,7 @@ from tasks.data import Split, load_batch, read_batch, split_batch_task
 from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
 from tasks.governance import GovernanceVerdict, govern_task
 from tasks.packaging import Packaged, package_task
-from tasks.registry import RegisteredVersion, git_commit, register_model_task, setup_mlflow
+from tasks.registry import RegisteredVersion, git_commit, parent_run, register_model_task, setup_mlflow
 from tasks.tuning import TuningResult, refit_best, tune_models
 from tasks.validation import Quarantined, ValidationReport, quarantine_batch_task, validate_batch_task
 
@@ -138,7 +138,7 @@ def tune_evaluate_register(
     setup_mlflow(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     study_name = f"{MODEL_NAME}-{stamp}"
-    with mlflow.start_run(run_name=f"train-{stamp}") as run:
+    with parent_run(f"train-{stamp}") as run:
         mlflow.set_tags({"data_sha256": batch.sha256, "prefect_flow_run_id": str(flow_run.id)})
         log_training_batch(batch, frame)
         mlflow.log_params(

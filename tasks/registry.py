@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess  # nosec B404 # only to read the git commit of this checkout
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -32,6 +34,20 @@ def setup_mlflow(settings: Settings) -> str:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+@contextmanager
+def parent_run(run_name: str) -> Iterator[mlflow.ActiveRun]:
+    """`mlflow.start_run` for a flow's parent run, except that when the run fails because the store did,
+    failing to mark it FAILED never hides the error that ended it (the run stays RUNNING in the store)."""
+    run = mlflow.start_run(run_name=run_name)
+    try:
+        yield run
+    except BaseException:
+        with suppress(Exception):
+            mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run()
 
 
 def git_commit(settings: Settings) -> str:
@@ -73,14 +89,15 @@ def register_model(
 ) -> RegisteredVersion:
     """Log the fitted Pipeline in the active run, register it, record its facts and point `candidate` at it.
 
-    All or nothing: if recording or aliasing fails the new version is deleted again, so the registry
-    never holds a half-described version. `facts` are fields of core.versions.VersionRecord (validated
+    All or nothing: the version is created with its facts as tags in one write (a cut connection leaves
+    either a whole version or none), and if moving the alias fails the version is deleted again.
+    `facts` are fields of core.versions.VersionRecord (validated
     before anything is logged); `storage` holds model_format and skops_trusted_types.
     """
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("register_model needs an active MLflow run")
-    as_tags(facts)  # a wrong field or type fails here, before a version exists
+    tags = as_tags(facts)  # a wrong field or type fails here, before a version exists
     example = X_example.head(5)
     model_format = storage["model_format"]
     info = mlflow.sklearn.log_model(
@@ -94,9 +111,8 @@ def register_model(
         pyfunc_predict_fn="predict_proba",  # the threshold is applied by the service, not by pyfunc
     )
     registry = ModelRegistry(settings)
-    version = mlflow.register_model(info.model_uri, MODEL_NAME)
+    version = mlflow.register_model(info.model_uri, MODEL_NAME, tags=tags)
     try:
-        registry.record(version.version, **facts)
         registry.move_alias(CANDIDATE, version.version)
     except Exception:
         registry.delete(version.version)
@@ -104,8 +120,34 @@ def register_model(
     return RegisteredVersion(MODEL_NAME, str(version.version), run.info.run_id, info.model_uri)
 
 
+class StoreUnreachable(RuntimeError):
+    """The MLflow store failed while registering (worth retrying: a cut connection may come back)."""
+
+    transient = True
+
+
+def store_name(settings: Settings) -> str:
+    """The tracking store as a person can find it, without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(settings.tracking_uri).render_as_string(hide_password=True)
+    except ArgumentError:  # not a database URL (an MLflow server)
+        parsed = urlparse(settings.tracking_uri)
+        return f"{parsed.scheme}://{parsed.hostname}{f':{parsed.port}' if parsed.port else ''}{parsed.path}"
+
+
 @task(name="register-model", cache_policy=NO_CACHE, **io_retries())
 def register_model_task(
     model: Pipeline, X_example: pd.DataFrame, facts: dict[str, Any], storage: dict[str, Any], settings: Settings
 ) -> RegisteredVersion:
-    return register_model(model, X_example, facts, storage, settings)
+    try:
+        return register_model(model, X_example, facts, storage, settings)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        raise  # our facts or code are wrong: retrying cannot help
+    except Exception as exc:  # noqa: BLE001 - MLflow wraps driver errors in many types; name the store
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise StoreUnreachable(
+            f"registering in the MLflow store {store_name(settings)} failed: {type(exc).__name__}: {first_line}"
+        ) from exc

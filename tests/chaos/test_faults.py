@@ -50,6 +50,55 @@ def test_s3_down_while_loading_retries_then_fails_clearly_and_keeps_the_object(
     proxy.cut()
 
 
+def test_mlflow_store_cut_during_registration_retries_then_fails_naming_it_and_writes_nothing_half(
+    prefect_api, settings, postgres_db, slack_receiver, monkeypatch
+) -> None:
+    """MLflow on Postgres behind a TCP proxy; the proxy is cut the moment the register-model task starts."""
+    import threading
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    from tasks.registry import StoreUnreachable
+
+    database = postgres_db()
+    proxy = CuttableProxy(5432)
+    monkeypatch.setenv("POTABLE_MLFLOW_TRACKING_URI", database.replace(":5432/", f":{proxy.port}/"))
+    cut_at: list[float] = []
+
+    def cut_when_registration_starts() -> None:
+        named = TaskRunFilter(name=TaskRunFilterName(like_="register-model"))
+        with get_client(sync_client=True) as client:
+            while not cut_at:
+                if any(
+                    r.state_type and r.state_type.value == "RUNNING"
+                    for r in client.read_task_runs(task_run_filter=named)
+                ):
+                    proxy.cut()
+                    cut_at.append(time.monotonic())
+                time.sleep(0.05)
+
+    watcher = threading.Thread(target=cut_when_registration_starts, daemon=True)
+    watcher.start()
+    with pytest.raises(
+        StoreUnreachable, match=r"registering in the MLflow store postgresql\+psycopg2://postgres@127.0.0.1"
+    ):
+        train(trials=1)
+    failed_after = time.monotonic() - cut_at[0]
+    assert failed_after >= 10  # three attempts, 2 s and 8 s apart
+    time.sleep(2)
+    assert [t for t in slack_receiver.texts() if "train failed" in t and "MLflow store" in t]
+    proxy.restore()
+    store = MlflowClient(tracking_uri=database)
+    assert store.search_model_versions() == []  # no version, whole or half
+    assert not [e for e in audit_log(settings).entries() if e["action"] == "model_registered"]
+    print(
+        f"\nMLflow store cut during registration: 3 attempts, clear failure {failed_after:.1f} s after the cut, "
+        "nothing registered"
+    )
+    proxy.cut()
+
+
 def test_a_corrupted_audit_trail_is_named_and_never_extended(prefect_api, settings, slack_receiver) -> None:
     audit = audit_log(settings)
     for n in range(3):
