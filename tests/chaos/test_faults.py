@@ -166,5 +166,12 @@ def test_two_batches_at_once_on_the_default_sqlite_stores_both_complete(tmp_path
 def test_the_suite_names_its_scenarios() -> None:
     """The README's reliability table lists each scenario this suite and the loop tests run."""
     readme = (Path(PROJECT_ROOT) / "docs" / "reliability.md").read_text(encoding="utf-8")
-    for scenario in ("S3 endpoint down", "audit trail", "two batches at once", "live slot killed"):
+    for scenario in (
+        "S3 endpoint down",
+        "audit trail",
+        "two batches at once",
+        "live slot killed",
+        "worker killed",
+        "MLflow store",
+    ):
         assert scenario in readme
