@@ -305,6 +305,56 @@ def bound_metric_paths() -> None:
     Metrics._potable_bounded = True
 
 
+def bound_header_time() -> None:
+    """Close a connection whose request headers are not complete within POTABLE_HEADER_TIMEOUT_SECONDS of
+    its opening or of the request's first byte. uvicorn (BentoML's HTTP server) has no such timeout: a
+    client sending a byte a minute would hold a connection for ever. Patched once per worker process on
+    the httptools protocol uvicorn uses here; the keep-alive timeout between requests stays uvicorn's."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Protocol
+    except ImportError:  # no httptools: uvicorn serves with h11, which this does not patch
+        return
+    if getattr(Protocol, "_potable_header_timeout", False):
+        return
+    timeout = _env_number("POTABLE_HEADER_TIMEOUT_SECONDS", 10)
+    opened, began, headed, lost = (
+        Protocol.connection_made,
+        Protocol.on_message_begin,
+        Protocol.on_headers_complete,
+        Protocol.connection_lost,
+    )
+
+    def arm(self) -> None:
+        disarm(self)
+        self._header_deadline = self.loop.call_later(timeout, self.transport.close)
+
+    def disarm(self) -> None:
+        timer = getattr(self, "_header_deadline", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_deadline = None
+
+    def connection_made(self, transport) -> None:
+        opened(self, transport)
+        arm(self)
+
+    def on_message_begin(self) -> None:
+        began(self)
+        arm(self)
+
+    def on_headers_complete(self) -> None:
+        disarm(self)
+        headed(self)
+
+    def connection_lost(self, exc) -> None:
+        disarm(self)
+        lost(self, exc)
+
+    Protocol.connection_made, Protocol.on_message_begin = connection_made, on_message_begin
+    Protocol.on_headers_complete, Protocol.connection_lost = on_headers_complete, connection_lost
+    Protocol._potable_header_timeout = True
+
+
 class Sample(BaseModel):
     """One lab sample, the seed API's flat JSON. Bounds are physical; NaN/inf and unknown fields are refused."""
 
@@ -539,6 +589,7 @@ api.openapi = _openapi
 WaterPotability = bentoml.asgi_app(api, path="/")(WaterPotability)
 
 bound_metric_paths()
+bound_header_time()
 # Starlette runs the first-added middleware outermost: CORS answers preflights and labels every answer
 # (401, 413 and 429 included), then the rate limit (before any body is read), the body limit, the token.
 if os.environ.get("POTABLE_CORS_ORIGINS"):

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.e2e
 TOKEN = "test-token-not-a-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RATE, BUDGET = 200, 200  # per-client requests per second (per worker), logged rows per minute
+HEADER_TIMEOUT = 3  # seconds a connection may take to send its request headers
 
 
 def _free_port() -> int:
@@ -53,6 +54,7 @@ def _serve_new_version():
     port = _free_port()
     env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"], "POTABLE_API_TOKEN": TOKEN}
     env |= {"POTABLE_RATE_LIMIT_PER_SECOND": str(RATE), "POTABLE_PREDICTION_LOG_CLIENT_ROWS_PER_MINUTE": str(BUDGET)}
+    env |= {"POTABLE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}
     server = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("bentoml")),
@@ -276,6 +278,60 @@ def test_a_client_over_its_rate_gets_429_and_others_are_served(served) -> None:
     polite = {"X-Forwarded-For": "198.51.100.10"}
     assert httpx.post(f"{base}/predict", json=sample, headers=AUTH | polite, timeout=30).status_code == 200
     print(f"\nrate limit: {len(limited)} of {len(answers)} requests from one client answered 429")
+
+
+def test_slow_and_idle_clients_are_cut_off_and_do_not_starve_others(served) -> None:
+    """300 connections that send nothing and 50 that trickle a header byte every half second: each is closed
+    once its headers are HEADER_TIMEOUT late, and a normal client is answered throughout."""
+    import socket
+
+    base, _ = served
+    port = int(base.rsplit(":", 1)[1])
+    sample = dict.fromkeys(FEATURES, 1.0)
+
+    def latencies(n: int) -> list[float]:
+        taken = []
+        with httpx.Client(headers=AUTH | {"X-Forwarded-For": "198.51.100.20"}, timeout=10) as client:
+            for _ in range(n):
+                began = time.perf_counter()
+                assert client.post(f"{base}/predict", json=sample).status_code == 200
+                taken.append((time.perf_counter() - began) * 1000)
+        return sorted(taken)
+
+    calm = latencies(100)
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(300)]
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(50)]
+    opened = time.monotonic()
+    header = b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 64
+    under_attack = []
+    for i in range(len(header)):
+        for conn in slow:
+            try:
+                conn.send(header[i : i + 1])
+            except OSError:
+                pass
+        under_attack += latencies(5)
+        if time.monotonic() - opened > HEADER_TIMEOUT + 3:
+            break
+        time.sleep(0.5)
+    closed = 0
+    for conn in idle + slow:
+        conn.settimeout(max(0.1, HEADER_TIMEOUT + 5 - (time.monotonic() - opened)))
+        try:
+            closed += conn.recv(1024) == b""  # the server closed it
+        except ConnectionResetError:
+            closed += 1  # closed with unread bytes: a reset, also the server's doing
+        except TimeoutError:
+            pass  # still open: counted as not closed
+        conn.close()
+    under_attack.sort()
+    assert closed == len(idle) + len(slow)
+    p50, p99 = (lambda xs: (xs[len(xs) // 2], xs[int(len(xs) * 0.99) - 1]))(calm)
+    a50, a99 = (lambda xs: (xs[len(xs) // 2], xs[int(len(xs) * 0.99) - 1]))(under_attack)
+    print(
+        f"\n/predict p50/p99: {p50:.1f}/{p99:.1f} ms alone, {a50:.1f}/{a99:.1f} ms beside 300 idle and 50 "
+        f"slow-header connections ({len(under_attack)} requests, all 200); all {closed} closed by the header timeout"
+    )
 
 
 @pytest.fixture(scope="module")
