@@ -207,3 +207,12 @@ def postgres_db():
             for name in created:
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    from tests.figures import MEASURED  # one module for every importer (conftest itself is imported twice)
+
+    if MEASURED:
+        terminalreporter.section("measured figures")
+        for line in MEASURED:
+            terminalreporter.write_line(line)

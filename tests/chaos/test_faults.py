@@ -21,6 +21,7 @@ from flows.training import train
 from governance.audit import BrokenChain, audit_log
 from tasks.data import BatchUnreachable
 from tests.chaos.proxy import CuttableProxy
+from tests.figures import figure
 
 pytestmark = pytest.mark.e2e
 POTABLE = str(PROJECT_ROOT / ".venv" / "bin" / "potable")
@@ -46,7 +47,7 @@ def test_s3_down_while_loading_retries_then_fails_clearly_and_keeps_the_object(
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket_name)["Contents"]}
     assert keys == {"incoming/water.csv"}  # not lost, not moved, nothing quarantined
     assert MlflowClient(tracking_uri=settings.tracking_uri).search_registered_models() == []
-    print(f"\nS3 down: 3 attempts, clear failure after {failed_after:.1f} s, alert sent, object kept")
+    figure(f"\nS3 down: 3 attempts, clear failure after {failed_after:.1f} s, alert sent, object kept")
     proxy.cut()
 
 
@@ -92,7 +93,7 @@ def test_mlflow_store_cut_during_registration_retries_then_fails_naming_it_and_w
     store = MlflowClient(tracking_uri=database)
     assert store.search_model_versions() == []  # no version, whole or half
     assert not [e for e in audit_log(settings).entries() if e["action"] == "model_registered"]
-    print(
+    figure(
         f"\nMLflow store cut during registration: 3 attempts, clear failure {failed_after:.1f} s after the cut, "
         "nothing registered"
     )
@@ -124,7 +125,7 @@ def test_a_corrupted_audit_trail_is_named_and_never_extended(prefect_api, settin
     time.sleep(2)
     assert [t for t in slack_receiver.texts() if "promote failed" in t and "broken at line 2" in t]
     assert audit.path.read_bytes() == before  # nothing appended behind the break
-    print("\naudit trail edited at line 2: verify names it; 2 appends refused; alert sent")
+    figure("\naudit trail edited at line 2: verify names it; 2 appends refused; alert sent")
 
 
 def test_two_batches_at_once_on_the_default_sqlite_stores_both_complete(tmp_path) -> None:
@@ -160,7 +161,7 @@ def test_two_batches_at_once_on_the_default_sqlite_stores_both_complete(tmp_path
         [POTABLE, "audit", "verify"], env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert verify.returncode == 0, verify.stderr
-    print(f"\ntwo trains at once on SQLite: both completed in {took:.0f} s; {verify.stdout.strip()}")
+    figure(f"\ntwo trains at once on SQLite: both completed in {took:.0f} s; {verify.stdout.strip()}")
 
 
 def test_the_suite_names_its_scenarios() -> None:

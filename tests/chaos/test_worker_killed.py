@@ -17,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import SlackReceiver, free_port
+from tests.figures import figure
 from tests.journey.conftest import User, user_environment
 from tests.journey.test_platform_loop import _wait
 
@@ -102,7 +103,7 @@ def test_a_worker_killed_mid_training_crashes_the_run_alerts_and_the_next_run_co
     assert final == "COMPLETED"
     assert len(tracking.search_model_versions()) == 1
     assert "intact" in platform["user"].run("potable", "audit", "verify").stdout
-    print(
+    figure(
         f"\nworker killed mid-training: Crashed after {crashed_after:.0f} s, alert after {alerted_after:.0f} s, "
         f"worker back, next run completed"
     )

@@ -21,6 +21,7 @@ import yaml
 
 from core.settings import CONFIG_DIR
 from tests.conftest import SlackReceiver, free_port
+from tests.figures import figure
 
 pytestmark = pytest.mark.e2e
 POTABLE = str(Path(sys.executable).with_name("potable"))
@@ -132,7 +133,7 @@ def test_good_upload_trains_exactly_once_and_slack_hears(platform) -> None:
     (run,) = _wait_final(api, "train-on-arrival", 1)
     assert run["state_type"] == "COMPLETED" and run["parameters"]["data"] == f"s3://{bucket}/incoming/good.csv"
     created, started, finished = (_epoch(run[k]) - uploaded for k in ("created", "start_time", "end_time"))
-    print(f"\nupload → run created {created:.1f} s, → flow code running {started:.1f} s, → completed {finished:.1f} s")
+    figure(f"\nupload → run created {created:.1f} s, → flow code running {started:.1f} s, → completed {finished:.1f} s")
     time.sleep(3)  # the completion hook posts as the run ends
     assert [t for t in slack.texts() if "train completed" in t and "good.csv" in t]
     assert len(_runs(api, "train-on-arrival")) == 1  # one object, one run

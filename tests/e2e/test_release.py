@@ -21,6 +21,7 @@ from deployments.slots import listeners
 from flows.release import ReleaseRefused, ReleaseRolledBack, release
 from flows.training import train
 from tests.conftest import free_port
+from tests.figures import figure
 
 pytestmark = pytest.mark.e2e
 
@@ -129,7 +130,7 @@ def test_a_new_slot_killed_right_after_the_switch_is_rolled_back_within_10_s(rel
     assert _live_slot(home) == "blue"
     failed = [end for began, end, status in load.results if began >= killed_at[0] and not 200 <= status < 300]
     back_s, clean_s = back_at - killed_at[0], (max(failed) - killed_at[0]) if failed else 0.0
-    print(f"\nkilled green: rolled back after {back_s:.2f} s; last failed client request +{clean_s:.2f} s")
+    figure(f"\nkilled green: rolled back after {back_s:.2f} s; last failed client request +{clean_s:.2f} s")
     assert back_at - killed_at[0] <= 10
     assert load.failures(since=back_at) == 0, load.failure_kinds(back_at)
     assert not listeners(released["config"]["slots"]["green"])  # nothing of the dead slot serves on
@@ -160,7 +161,7 @@ def test_a_new_slot_that_hangs_after_the_switch_is_rolled_back_within_10_s(relea
         release(version=released["second"]["model_version"], override_reason="hang rehearsal")
     saboteur.join(timeout=10)
     back_s = back[0] - stopped[0]
-    print(f"\nfroze green: switched back to blue after {back_s:.2f} s")
+    figure(f"\nfroze green: switched back to blue after {back_s:.2f} s")
     assert back_s <= 10 and _live_slot(home) == "blue"
     assert not listeners(released["config"]["slots"]["green"])
 

@@ -21,6 +21,7 @@ from core.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
 from flows.training import train
 from tasks.data import read_batch, split_batch
 from tests.e2e.browser import chromium
+from tests.figures import figure
 
 pytestmark = pytest.mark.e2e
 TOKEN = "test-token-not-a-secret"
@@ -277,7 +278,7 @@ def test_a_client_over_its_rate_gets_429_and_others_are_served(served) -> None:
     assert limited[0].headers["Retry-After"] == "1" and limited[0].json()["error"] == "too many requests"
     polite = {"X-Forwarded-For": "198.51.100.10"}
     assert httpx.post(f"{base}/predict", json=sample, headers=AUTH | polite, timeout=30).status_code == 200
-    print(f"\nrate limit: {len(limited)} of {len(answers)} requests from one client answered 429")
+    figure(f"\nrate limit: {len(limited)} of {len(answers)} requests from one client answered 429")
 
 
 def test_slow_and_idle_clients_are_cut_off_and_do_not_starve_others(served) -> None:
@@ -328,7 +329,7 @@ def test_slow_and_idle_clients_are_cut_off_and_do_not_starve_others(served) -> N
     assert closed == len(idle) + len(slow)
     p50, p99 = (lambda xs: (xs[len(xs) // 2], xs[int(len(xs) * 0.99) - 1]))(calm)
     a50, a99 = (lambda xs: (xs[len(xs) // 2], xs[int(len(xs) * 0.99) - 1]))(under_attack)
-    print(
+    figure(
         f"\n/predict p50/p99: {p50:.1f}/{p99:.1f} ms alone, {a50:.1f}/{a99:.1f} ms beside 300 idle and 50 "
         f"slow-header connections ({len(under_attack)} requests, all 200); all {closed} closed by the header timeout"
     )

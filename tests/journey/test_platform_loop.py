@@ -16,6 +16,7 @@ import yaml
 
 from core.settings import BUNDLED_DATA, CONFIG_DIR
 from tests.conftest import free_port
+from tests.figures import figure
 from tests.journey.conftest import User, release_config, router_version, user_environment
 
 pytestmark = pytest.mark.journey
@@ -90,7 +91,7 @@ def test_a_dropped_csv_goes_live_and_a_killed_slot_comes_back(platform) -> None:
     dropped = time.monotonic()
     shutil.copy(BUNDLED_DATA, home / "landing" / "lab-batch-1.csv")
     _wait(lambda: router_version(config) == "1", 600, "v1 live through the router")
-    print(f"\nCSV dropped → v1 answering through the router: {time.monotonic() - dropped:.0f} s")
+    figure(f"\nCSV dropped → v1 answering through the router: {time.monotonic() - dropped:.0f} s")
     _wait(lambda: _run_states(api, "release") == ["COMPLETED"], 120, "the release run to pass its watch window")
     assert "COMPLETED" in _run_states(api, "promote")
     names = _wait(lambda: {e["event"] for e in _events(api, CHAIN)} >= set(CHAIN) and CHAIN, 30, "the chain's events")
@@ -110,7 +111,7 @@ def test_a_dropped_csv_goes_live_and_a_killed_slot_comes_back(platform) -> None:
         process.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     _wait(lambda: router_version(config) == "2", 300, "the supervisor bringing the live slot back", interval=0.5)
-    print(f"live slot killed → answering again: {time.monotonic() - killed:.1f} s")
+    figure(f"live slot killed → answering again: {time.monotonic() - killed:.1f} s")
     audit = home / "audit" / "audit.jsonl"
     _wait(lambda: "slot_restarted" in audit.read_text(), 30, "the restart in the audit trail", interval=0.2)
     assert "intact" in platform["user"].run("potable", "audit", "verify").stdout
