@@ -49,6 +49,7 @@ MAX_BATCH = 10_000
 # Request body limits, enforced before a body is read whole (413 beyond): one sample is ~250 bytes of JSON.
 BODY_LIMITS = {"/predict": 16 * 1024, "/predict_batch": 4 * 1024 * 1024}
 DEFAULT_BODY_LIMIT = 64 * 1024
+RATE_LIMIT_DEFAULT = 5000  # per client per worker per second: the router's default per-address limit
 ECHO_LIMIT = 64  # characters of a client's own input (e.g. an unknown key) ever repeated in an error
 
 
@@ -211,7 +212,7 @@ class ClientRateLimitMiddleware:
 
     def __init__(self, app) -> None:
         self.app = app
-        self.rate = _env_number("POTABLE_RATE_LIMIT_PER_SECOND", 1000)
+        self.rate = _env_number("POTABLE_RATE_LIMIT_PER_SECOND", RATE_LIMIT_DEFAULT)
         self.buckets: dict[str, tuple[float, float]] = {}  # client → (tokens, when)
 
     async def __call__(self, scope, receive, send) -> None:
@@ -599,7 +600,7 @@ if os.environ.get("POTABLE_CORS_ORIGINS"):
         allow_methods=["GET", "POST"],
         allow_headers=["Authorization", "Content-Type"],
     )
-if _env_number("POTABLE_RATE_LIMIT_PER_SECOND", 1000) > 0:
+if _env_number("POTABLE_RATE_LIMIT_PER_SECOND", RATE_LIMIT_DEFAULT) > 0:
     WaterPotability.add_asgi_middleware(ClientRateLimitMiddleware)
 WaterPotability.add_asgi_middleware(BodyLimitMiddleware)
 if os.environ.get("POTABLE_API_TOKEN"):

@@ -213,15 +213,18 @@ def up(settings: Settings) -> dict[str, dict]:
     check_exposure(settings)  # before anything starts
     env = platform_env(settings)
     current = {name: r for name, r in records(settings).items() if running(r)}
+    wanted = [service for service in services(settings) if service.name not in current]
+    # The MLflow UI needs nothing else: it starts beside the Prefect server; the rest need the API.
+    independent = [s for s in wanted if s.name in ("prefect-server", "mlflow")]
     try:
-        for service in services(settings):
-            if service.name in current:
-                continue
+        for service in independent:
             start(service, settings, env)
-            if service.name == "prefect-server":
-                log = str(settings.home_dir / "logs" / "prefect-server.log")
-                wait_for_url(f"{api_url(settings)}/health", service.name, log, settings.start_timeout_seconds)
-                register_deployments(settings, env)
+        if any(s.name == "prefect-server" for s in independent):
+            log = str(settings.home_dir / "logs" / "prefect-server.log")
+            wait_for_url(f"{api_url(settings)}/health", "prefect-server", log, settings.start_timeout_seconds)
+            register_deployments(settings, env)
+        for service in (s for s in wanted if s not in independent):
+            start(service, settings, env)
         for name, url in (("mlflow", f"http://127.0.0.1:{settings.mlflow_port}/health"),):
             wait_for_url(url, name, str(settings.home_dir / "logs" / f"{name}.log"), settings.start_timeout_seconds)
     except PlatformError:
@@ -247,21 +250,29 @@ def restart_dead(settings: Settings) -> list[str]:
 
 
 def stop_process(process: psutil.Process, timeout: float = 20.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left of it."""
-    try:
-        group = os.getpgid(process.pid)
-        # Only this service's own group: a release slot the supervisor restarted is its child but lives in
-        # a session of its own, and must outlive a restart of the supervisor.
-        members = [process, *(p for p in process.children(recursive=True) if _pgid(p) == group)]
-        os.killpg(group, signal.SIGTERM)
-    except (ProcessLookupError, psutil.Error):
-        return
+    stop_processes([process], timeout)
+
+
+def stop_processes(processes: list[psutil.Process], timeout: float = 20.0) -> None:
+    """SIGTERM each process group at once, wait for all, then SIGKILL whatever is left of them."""
+    groups, members = [], []
+    for process in processes:
+        try:
+            group = os.getpgid(process.pid)
+            # Only this service's own group: a release slot the supervisor restarted is its child but lives
+            # in a session of its own, and must outlive a restart of the supervisor.
+            members += [process, *(p for p in process.children(recursive=True) if _pgid(p) == group)]
+            os.killpg(group, signal.SIGTERM)
+            groups.append(group)
+        except (ProcessLookupError, psutil.Error):
+            continue
     _, alive = psutil.wait_procs(members, timeout=timeout)
     if alive:
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for group in groups:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for leftover in alive:
             try:
                 leftover.kill()
@@ -278,18 +289,16 @@ def _pgid(process: psutil.Process) -> int | None:
 
 
 def down(settings: Settings) -> list[str]:
-    """Stop every recorded service (watcher first, server last); returns the names stopped."""
-    stopped = []
+    """Stop every recorded service; returns the names stopped. The supervisor goes first and alone (it would
+    restart what stops next), the Prefect server last (the worker reports to it while stopping), the
+    rest at once."""
     found = records(settings)
-    for name in STOP_ORDER:
-        record = found.get(name)
-        if record is None:
-            continue
-        process = running(record)
-        if process is not None:
-            stop_process(process)
-            stopped.append(name)
+    live = {name: p for name in STOP_ORDER if name in found and (p := running(found[name])) is not None}
+    for phase in (("supervisor",), ("watcher", "worker", "mlflow"), ("prefect-server",)):
+        stop_processes([live[name] for name in phase if name in live])
+    for name in found:
         (run_dir(settings) / f"{name}.json").unlink(missing_ok=True)
+    stopped = list(live)
     (run_dir(settings) / "platform-api.url").unlink(missing_ok=True)
     return stopped
 
