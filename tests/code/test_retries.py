@@ -51,7 +51,8 @@ def test_a_store_failure_names_the_store_without_its_password(monkeypatch) -> No
     from core.settings import Settings
     from tasks.registry import store_name
 
-    monkeypatch.setenv("POTABLE_MLFLOW_TRACKING_URI", "postgresql+psycopg2://mlflow:s3cret@db.internal:5432/mlflow")
+    monkeypatch.delenv("POTABLE_MLFLOW_TRACKING_URI", raising=False)  # MLflow's own name wins over ours
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql+psycopg2://mlflow:s3cret@db.internal:5432/mlflow")
     assert store_name(Settings()) == "postgresql+psycopg2://mlflow:***@db.internal:5432/mlflow"
-    monkeypatch.setenv("POTABLE_MLFLOW_TRACKING_URI", "https://user:s3cret@mlflow.internal/")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://user:s3cret@mlflow.internal/")
     assert "s3cret" not in store_name(Settings()) and "mlflow.internal" in store_name(Settings())
