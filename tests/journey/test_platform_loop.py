@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from core.settings import BUNDLED_DATA, CONFIG_DIR
-from tests.conftest import free_port
+from tests.conftest import SlackReceiver, free_port
 from tests.figures import figure
 from tests.journey.conftest import User, release_config, router_version, user_environment
 
@@ -66,6 +66,7 @@ def platform(fresh_home, tmp_path):
     training["tuning"]["n_trials"] = 2
     (tmp_path / "training.yaml").write_text(yaml.safe_dump(training))
     prefect_port = free_port()
+    slack = SlackReceiver()
     env = user_environment(
         POTABLE_HOME=str(fresh_home),
         POTABLE_AUTO_APPROVE="1",  # the README's development setting: the chain runs without a person
@@ -76,13 +77,16 @@ def platform(fresh_home, tmp_path):
         POTABLE_WATCH_INTERVAL_SECONDS="1",
         POTABLE_WORKER_POLL_SECONDS="1",
         POTABLE_START_TIMEOUT_SECONDS="300",
+        POTABLE_SLACK_WEBHOOK_URL=slack.url,  # a documented setting: alerts go to this (local) Slack webhook
     )
     user = User(env)
     user.run("potable", "up")
     try:
-        yield {"user": user, "home": fresh_home, "config": config, "api": f"http://127.0.0.1:{prefect_port}/api"}
+        api = f"http://127.0.0.1:{prefect_port}/api"
+        yield {"user": user, "home": fresh_home, "config": config, "api": api, "slack": slack}
     finally:
         user.run("potable", "down")
+        slack.stop()
 
 
 def test_a_dropped_csv_goes_live_and_a_killed_slot_comes_back(platform) -> None:
@@ -114,6 +118,8 @@ def test_a_dropped_csv_goes_live_and_a_killed_slot_comes_back(platform) -> None:
     figure(f"live slot killed → answering again: {time.monotonic() - killed:.1f} s")
     audit = home / "audit" / "audit.jsonl"
     _wait(lambda: "slot_restarted" in audit.read_text(), 30, "the restart in the audit trail", interval=0.2)
+    restarted = f"live slot {state['live']} restarted"
+    _wait(lambda: [t for t in platform["slack"].texts() if restarted in t], 30, "the restart alert", interval=0.2)
     assert "intact" in platform["user"].run("potable", "audit", "verify").stdout
 
 
