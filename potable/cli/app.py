@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 app = typer.Typer(
@@ -15,3 +17,12 @@ rollout_app = typer.Typer(help="The local blue-green target (nginx + two BentoML
 app.add_typer(audit_app, name="audit")
 app.add_typer(governance_app, name="governance")
 app.add_typer(rollout_app, name="rollout")
+
+
+@app.callback()
+def options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks with the one-line errors (POTABLE_DEBUG=1)."),
+) -> None:
+    """potable: a governed ML lifecycle for a water-potability classifier."""
+    if debug:
+        os.environ["POTABLE_DEBUG"] = "1"  # read where errors are shown, and by the flows this process runs

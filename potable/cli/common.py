@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,7 +26,14 @@ def prepare_environment() -> Path:
     return apply(get_settings()).home_dir
 
 
+def debugging() -> bool:
+    return os.environ.get("POTABLE_DEBUG", "").lower() in ("1", "true", "yes")
+
+
 def fail(message: str) -> NoReturn:
+    """One readable line and exit 1; with --debug, the traceback of the error being handled first."""
+    if debugging() and sys.exc_info()[0] is not None:
+        traceback.print_exc()
     typer.secho(message, err=True, fg=typer.colors.RED)
     raise typer.Exit(code=1)
 
@@ -52,7 +61,7 @@ class _NoTraceback(logging.Formatter):
 
 def quiet_tracebacks() -> None:
     """The terminal shows one line per problem; POTABLE_DEBUG=1 keeps Prefect's tracebacks on stderr."""
-    if os.environ.get("POTABLE_DEBUG", "").lower() in ("1", "true", "yes"):
+    if debugging():
         return
     loggers = [
         logging.getLogger(),

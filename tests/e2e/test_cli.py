@@ -132,3 +132,13 @@ def test_up_on_a_public_address_without_auth_starts_nothing(tmp_path) -> None:
     done = subprocess.run([POTABLE, "up"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "without authentication" in done.stderr and "Traceback" not in done.stderr
     assert not (home / "logs" / "prefect-server.log").exists()  # refused before the first service started
+
+
+def test_an_expected_error_is_one_line_and_debug_adds_the_traceback(tmp_path) -> None:
+    missing = str(tmp_path / "absent.csv")
+    plain = run_cli("validate", missing, home=tmp_path / "home")
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().splitlines() == [f"validation failed: input file not found: {missing}"]
+    debug = run_cli("--debug", "validate", missing, home=tmp_path / "home")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "BatchError" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == f"validation failed: input file not found: {missing}"
