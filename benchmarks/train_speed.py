@@ -5,10 +5,10 @@ to the end of the command (which goes on to govern and package the version), fir
 POTABLE_HOME (cold: databases created) and then again on the same home (warm: the steady state of a
 platform that retrains on a schedule), then the seed-equivalent job (benchmarks/seed_equivalent.py),
 and prints the figures and ratios side by side.
-Bars, on process start → registered version of the warm run: <= 60 s and >= 1.6x faster than the
-seed-equivalent (the cold run is printed too: it also creates the Prefect and MLflow databases);
-quality still met by the default settings (benchmarks/model_quality.py on the model the timed run
-registered; skip with --no-quality).
+Bars, on the whole cold command (what a new user waits for: empty POTABLE_HOME, databases created,
+governance and packaging included): <= 60 s and >= 1.6x faster than the seed-equivalent; quality still
+met by the default settings (benchmarks/model_quality.py; skip with --no-quality). The warm run and the
+time to the registered version are printed as extra figures.
 
     python benchmarks/train_speed.py
 """
@@ -75,8 +75,8 @@ def main() -> int:
         print(f"{'potable train, warm (same POTABLE_HOME)':<62}{warm:>13.1f}s{warm_total:>14.1f}s")
         print(f"{'seed-equivalent (20 RF trials x 5-fold CV accuracy, refit)':<62}{seed:>13.1f}s{seed:>14.1f}s")
         print(
-            f"speed-up to registered: seed/warm {seed / warm:.2f}x, seed/cold {seed / cold:.2f}x; "
-            f"whole command incl. governance + packaging: seed/warm {seed / warm_total:.2f}x"
+            f"whole command: seed/cold {seed / cold_total:.2f}x, seed/warm {seed / warm_total:.2f}x; "
+            f"to registered: seed/cold {seed / cold:.2f}x, seed/warm {seed / warm:.2f}x"
         )
         print(
             f"warm run registered v{summary['model_version']} ({summary['model_family']}), "
@@ -84,13 +84,11 @@ def main() -> int:
             f"gate {'passed' if summary['gate_passed'] else 'failed'}, bento {summary['bento_tag']}"
         )
         print(seed_out.strip())
-        # The bar is judged on the steady state (a scheduled retrain); the cold run also pays the one-time
-        # creation of the Prefect and MLflow databases and is printed for the record.
-        met = warm <= WALL_BAR and seed / warm >= RATIO_BAR
-        cold_met = cold <= WALL_BAR and seed / cold >= RATIO_BAR
+        # Judged as a new user meets it: the whole command on an empty home.
+        met = cold_total <= WALL_BAR and seed / cold_total >= RATIO_BAR
         print(
-            f"bar (warm, process start -> registered version) <= {WALL_BAR:.0f} s and >= {RATIO_BAR}x: "
-            f"{'MET' if met else 'NOT MET'}; the cold run is {'within' if cold_met else 'outside'} it"
+            f"bar (whole command, cold) <= {WALL_BAR:.0f} s and >= {RATIO_BAR}x: {cold_total:.1f} s, "
+            f"{seed / cold_total:.2f}x: {'MET' if met else 'NOT MET'}"
         )
         if not args.no_quality:
             quality = subprocess.run(  # nosec B603 # fixed argv
