@@ -16,17 +16,8 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-FEATURES = (
-    "ph",
-    "Hardness",
-    "Solids",
-    "Chloramines",
-    "Sulfate",
-    "Conductivity",
-    "Organic_carbon",
-    "Trihalomethanes",
-    "Turbidity",
-)
+from core.settings import FEATURES
+
 THRESHOLD = float(os.environ.get("POTABLE_BASELINE_THRESHOLD", "0.5"))
 
 _options = ort.SessionOptions()

@@ -61,8 +61,9 @@ def ensure_crash_automation(settings: Settings) -> None:
     wanted.update()
 
 
-def silent_crashes(since: datetime) -> list[dict[str, Any]]:
-    """Flow runs the automation marked Crashed since `since` (not those whose own hook already reported)."""
+def silent_crashes(since: datetime, known: set[str]) -> list[dict[str, Any]]:
+    """Flow runs the automation marked Crashed since `since` (not those whose own hook already reported),
+    leaving out the `known` ones before asking the API for their flow's name."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
@@ -74,6 +75,8 @@ def silent_crashes(since: datetime) -> list[dict[str, Any]]:
         for run in runs:
             state = run.state
             if state is None or SILENT_MESSAGE not in (state.message or "") or state.timestamp < since:
+                continue
+            if str(run.id) in known:
                 continue
             flow = client.read_flow(run.flow_id)
             found.append({"flow_run_id": str(run.id), "flow": flow.name, "run": run.name, "message": state.message})

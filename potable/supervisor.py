@@ -59,11 +59,11 @@ class CrashWatch:
             return
         self.last = time.monotonic()
         try:
-            found = silent_crashes(recent())
+            found = silent_crashes(recent(), self.alerted)
         except Exception as exc:  # noqa: BLE001 - the API may be restarting; the next check tries again
             self.say(f"crash check skipped: {type(exc).__name__}: {exc}")
             return
-        for crash in (c for c in found if c["flow_run_id"] not in self.alerted):
+        for crash in found:
             self.say(json.dumps({"crashed": crash}))
             send_alert(crash_alert(crash), self.settings)
             self.alerted.add(crash["flow_run_id"])
