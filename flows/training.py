@@ -18,11 +18,12 @@ from core.alerts import FLOW_ALERT_HOOKS
 from core.batches import Batch
 from core.landing import in_landing_area, landing_areas
 from core.lineage import log_training_batch
-from core.settings import BUNDLED_DATA, EVENT_RESOURCE_PREFIX, MODEL_NAME, Settings, get_settings
+from core.settings import BUNDLED_DATA, EVENT_RESOURCE_PREFIX, FEATURES, MODEL_NAME, Settings, get_settings
 from governance.audit import audit_log
 from tasks.data import Split, load_batch, read_batch, split_batch_task
 from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
 from tasks.governance import GovernanceVerdict, govern_task
+from tasks.onnx_export import BackgroundExport
 from tasks.packaging import Packaged, package_task
 from tasks.registry import RegisteredVersion, git_commit, parent_run, register_model_task, setup_mlflow
 from tasks.tuning import TuningResult, refit_best, tune_models
@@ -87,6 +88,7 @@ class Trained:
     evaluation: Evaluation
     registered: RegisteredVersion
     git_commit: str
+    onnx_export: BackgroundExport  # converting `model` on the other core; packaging collects it
 
 
 class ArrivalRefused(Exception):
@@ -166,21 +168,27 @@ def tune_evaluate_register(
             tuning.oof_proba,
         )
         model = refit_best(tuning.pipeline, parts.X_train, parts.y_train)
-        plot_dir = settings.reports_dir / "runs" / run.info.run_id
-        evaluation = evaluate_model(model, parts.X_test, parts.y_test, threshold, plot_dir)
-        mlflow.log_metric("threshold", threshold)
-        mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
-        mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
-        facts = {
-            "data_sha256": batch.sha256,
-            "git_commit": git_commit(settings),
-            "optuna_study": study_name,
-            "threshold": threshold,
-            "metrics": evaluation.metrics,
-            "model_family": tuning.best_family,
-            "cv_roc_auc": tuning.best_value,
-        }
-        registered = register_model_task(model, parts.X_train, facts, config, settings)
+        # Parity rows: the whole batch, as logged for lineage (what `potable package` checks later).
+        onnx_export = BackgroundExport(model, frame.loc[:, list(FEATURES)].astype("float64"))
+        try:
+            plot_dir = settings.reports_dir / "runs" / run.info.run_id
+            evaluation = evaluate_model(model, parts.X_test, parts.y_test, threshold, plot_dir)
+            mlflow.log_metric("threshold", threshold)
+            mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
+            mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
+            facts = {
+                "data_sha256": batch.sha256,
+                "git_commit": git_commit(settings),
+                "optuna_study": study_name,
+                "threshold": threshold,
+                "metrics": evaluation.metrics,
+                "model_family": tuning.best_family,
+                "cv_roc_auc": tuning.best_value,
+            }
+            registered = register_model_task(model, parts.X_train, facts, config, settings)
+        except BaseException:
+            onnx_export.discard()  # nothing will be packaged from this run
+            raise
     audit_log(settings).append(
         "train-flow",
         "model_registered",
@@ -197,7 +205,7 @@ def tune_evaluate_register(
             "test_roc_auc": evaluation.metrics["roc_auc"],
         },
     )
-    return Trained(study_name, tuning, threshold, model, evaluation, registered, facts["git_commit"])
+    return Trained(study_name, tuning, threshold, model, evaluation, registered, facts["git_commit"], onnx_export)
 
 
 def govern_and_package(
@@ -229,7 +237,7 @@ def govern_and_package(
     if not verdict.passed:
         logger.warning("v%s failed the policy gate, stays a candidate: %s", registered.version, verdict.reasons())
         return verdict, None
-    packaged = package_task(registered.version, settings)
+    packaged = package_task(registered.version, settings, t.onnx_export)
     logger.info(
         "v%s passed the policy gate, packaged as %s; promotion to champion needs approval",
         registered.version,
@@ -300,7 +308,10 @@ def train(
     frame = read_batch(batch.path)
     parts = split_batch_task(frame, config["test_size"], config["seed"])
     trained = tune_evaluate_register(parts, batch, frame, config, settings, show_progress)
-    verdict, packaged = govern_and_package(trained, parts, batch, report, config, settings)
+    try:
+        verdict, packaged = govern_and_package(trained, parts, batch, report, config, settings)
+    finally:
+        trained.onnx_export.discard()  # idempotent: stops the conversion of a version that was not packaged
     summary = summarise(trained, batch, verdict, packaged)
     publish_summary(summary, trained.tuning, trained.evaluation)
     if not verdict.passed:

@@ -125,3 +125,59 @@ def export_checked(pipeline: Pipeline, X: pd.DataFrame, tolerance: float = PARIT
     if not diff <= tolerance:
         raise OnnxExportError(f"ONNX answers differ from sklearn by {diff:.2e} (> {tolerance:.0e}) on {len(X)} rows")
     return OnnxExport(model, diff, len(X))
+
+
+def _export_in_child(conn, pipeline: Pipeline, X: pd.DataFrame) -> None:
+    try:
+        export = export_checked(pipeline, X)
+        conn.send(("ok", export.model.SerializeToString(), export.max_abs_diff, export.rows_checked))
+    except OnnxExportError as exc:
+        conn.send(("refused", str(exc), 0.0, 0))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which falls back to sklearn
+        conn.send(("refused", f"ONNX export failed: {type(exc).__name__}: {exc}", 0.0, 0))
+    finally:
+        conn.close()
+
+
+class BackgroundExport:
+    """`export_checked` in a spawned process, started as soon as the model is fitted.
+
+    Why: skl2onnx walks every tree node in Python (~7 s for the default 300-tree model, one core), yet
+    nothing before packaging needs the result, so it runs on the other core while the flow evaluates,
+    registers and governs. The parity check is the same one, on the same rows; a version that fails the
+    gate discards it unused.
+    """
+
+    def __init__(self, pipeline: Pipeline, X: pd.DataFrame):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # fork would copy the flow's threads and locks
+        self._conn, child_conn = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_export_in_child, args=(child_conn, pipeline, X), name="onnx-export", daemon=True
+        )
+        self._process.start()
+        child_conn.close()
+
+    def result(self, timeout: float = 900.0) -> OnnxExport:
+        """The checked export; OnnxExportError when it was refused, the child died or took too long."""
+        import onnx
+
+        try:
+            if not self._conn.poll(timeout):
+                raise OnnxExportError(f"ONNX export did not finish within {timeout:.0f} s")
+            status, payload, diff, rows = self._conn.recv()
+        except EOFError as exc:
+            raise OnnxExportError(f"the ONNX export process died (exit code {self._process.exitcode})") from exc
+        finally:
+            self.discard()
+        if status != "ok":
+            raise OnnxExportError(payload)
+        return OnnxExport(onnx.load_from_string(payload), diff, rows)
+
+    def discard(self) -> None:
+        """Stop the child if it still runs (a version that failed the gate is never packaged)."""
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join(timeout=10)
+        self._conn.close()

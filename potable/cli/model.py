@@ -36,6 +36,11 @@ def train(
         from flows.training import BatchRejected
         from flows.training import train as train_flow
         from tasks.data import BatchError
+        from tasks.registry import setup_mlflow
+
+        # A new home's MLflow store is created (~2 s of migrations) while the Prefect server still starts;
+        # the flow sets MLflow up itself as usual and finds the store there.
+        setup_mlflow(get_settings())
 
         return train_flow, (BatchRejected, BatchError)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 from sklearn.impute import SimpleImputer
@@ -11,7 +15,7 @@ from sklearn.preprocessing import MinMaxScaler
 from test_tuning import FAMILIES  # same small, fast configurations as the tuning tests
 
 from core.settings import FEATURES
-from tasks.onnx_export import OnnxExportError, export_checked, positive_probability, session
+from tasks.onnx_export import BackgroundExport, OnnxExportError, export_checked, positive_probability, session
 from tasks.tuning import build_pipeline
 
 
@@ -61,3 +65,39 @@ def test_answers_beyond_the_tolerance_are_refused(rows, labels) -> None:
     pipeline = build_pipeline("extra_trees", FAMILIES["extra_trees"], seed=0).fit(rows, labels)
     with pytest.raises(OnnxExportError, match="differ from sklearn"):
         export_checked(pipeline, rows, tolerance=-1.0)
+
+
+def test_the_background_export_is_the_same_checked_export(rows, labels) -> None:
+    """The train flow converts in a spawned process while it evaluates: same graph answers, same check."""
+    pipeline = build_pipeline("extra_trees", FAMILIES["extra_trees"], seed=0).fit(rows, labels)
+    export = BackgroundExport(pipeline, rows).result(timeout=300)
+    assert export.rows_checked == len(rows) and export.max_abs_diff <= 1e-5
+    got = positive_probability(session(export.model), rows.to_numpy(dtype=np.float64))
+    assert np.max(np.abs(got - pipeline.predict_proba(rows)[:, 1])) <= 1e-5
+
+
+def test_a_refusal_in_the_background_comes_back_as_the_same_error(rows, labels) -> None:
+    pipeline = Pipeline([("impute", SimpleImputer()), ("minmax", MinMaxScaler()), ("model", LogisticRegression())]).fit(
+        rows, labels
+    )
+    with pytest.raises(OnnxExportError, match="minmax"):
+        BackgroundExport(pipeline, rows).result(timeout=300)
+
+
+def test_a_killed_export_process_is_a_clear_error_not_a_hang(rows, labels) -> None:
+    """A real fault: SIGKILL to the converting process. Packaging then serves with sklearn (tested in e2e)."""
+    pipeline = build_pipeline("extra_trees", FAMILIES["extra_trees"], seed=0).fit(rows, labels)
+    started = BackgroundExport(pipeline, rows)
+    os.kill(started._process.pid, signal.SIGKILL)
+    began = time.monotonic()
+    with pytest.raises(OnnxExportError, match="died"):
+        started.result(timeout=300)
+    assert time.monotonic() - began < 30
+
+
+def test_discarding_stops_a_running_export(rows, labels) -> None:
+    pipeline = build_pipeline("extra_trees", FAMILIES["extra_trees"], seed=0).fit(rows, labels)
+    started = BackgroundExport(pipeline, rows)
+    started.discard()
+    started.discard()  # idempotent: the flow discards again after packaging collected it
+    assert not started._process.is_alive()
