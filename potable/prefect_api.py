@@ -129,17 +129,21 @@ def blank_database_dir() -> Path:
     return Path(sys.prefix) / "share" / "potable" / f"prefect-{installed_version('prefect')}-blank"
 
 
+def blank_database_ready() -> bool:
+    return all((blank_database_dir() / name).is_file() for name in BLANK_FILES)
+
+
 def seed_blank_database(prefect_home: Path) -> bool:
     """Give a home with no database a copy of the blank one, if set-up made it; True when copied.
 
     Only for the default SQLite database (a configured database URL is left to Prefect). Copied under a
     temporary name and renamed, so a server never opens half a file.
     """
-    source = blank_database_dir()
     if os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or (prefect_home / "prefect.db").exists():
         return False
-    if not all((source / name).is_file() for name in BLANK_FILES):
+    if not blank_database_ready():
         return False
+    source = blank_database_dir()
     prefect_home.mkdir(parents=True, exist_ok=True)
     for name in reversed(BLANK_FILES):  # the database last: its presence means the copy is complete
         partial = prefect_home / f".{name}.partial"
@@ -247,5 +251,5 @@ def _drain_prefect_clients() -> None:
 
 
 if __name__ == "__main__":  # set-up: ./dev runs this once per installed Prefect version
-    if not all((blank_database_dir() / name).is_file() for name in BLANK_FILES):
+    if not blank_database_ready():
         print(f"blank Prefect database made: {make_blank_database()}", file=sys.stderr)

@@ -9,7 +9,6 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import yaml
@@ -42,10 +41,6 @@ class Packaged:
     model_tag: str
     bento_tag: str
     runtime: str = "sklearn"
-
-
-def onnx_requirements() -> list[str]:
-    return [f"{name}=={installed_version(name)}" for name in ("onnx", "onnxruntime")]
 
 
 def installed_closure(roots: list[str]) -> list[str]:
@@ -157,7 +152,7 @@ def build_bento(bentoml, labels: dict[str, str], served: dict[str, str], setting
             include=[*spec["include"], SERVED_MODELS_FILE],
             python={
                 "packages": installed_closure(
-                    [*spec["python"]["packages"], *serving_requirements(), *onnx_requirements(), "bentoml"]
+                    [*spec["python"]["packages"], *serving_requirements(), "onnx", "onnxruntime", "bentoml"]
                 ),
                 "lock_packages": False,  # installed_closure is the lock
             },
@@ -183,8 +178,6 @@ def package_version(
     try:
         record = registry.gated(version)
     except (UnknownVersion, NotGated) as exc:
-        if onnx_export is not None:
-            onnx_export.discard()
         raise PackagingRefused(f"{exc}; not packaged") from exc
     facts = record.model_dump(include=set(LABEL_FIELDS), exclude_none=True)
     labels = {"model_version": record.version, "run_id": record.run_id, "alias": ",".join(record.aliases) or "none"}

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from potable import prefect_api
-from potable.prefect_api import BLANK_FILES, PrefectServer, blank_database_dir, make_blank_database, seed_blank_database
+from potable.prefect_api import (
+    BLANK_FILES,
+    PrefectServer,
+    blank_database_ready,
+    make_blank_database,
+    seed_blank_database,
+)
 
 
 @pytest.fixture
@@ -50,7 +56,7 @@ def test_a_configured_database_or_a_missing_template_leaves_it_to_prefect(templa
 def test_a_server_on_a_seeded_home_answers_with_prefects_block_types(tmp_path, monkeypatch) -> None:
     """The real blank database (./dev makes it at set-up; made here if this venv lacks it)."""
     monkeypatch.delenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", raising=False)
-    if not all((blank_database_dir() / name).is_file() for name in BLANK_FILES):
+    if not blank_database_ready():
         make_blank_database()
     assert seed_blank_database(tmp_path / "prefect")
     server = PrefectServer(tmp_path / "prefect", tmp_path / "api.log")
