@@ -1,15 +1,17 @@
 """Serving bars: the BentoML service vs the bare ASGI+ONNX limit and the seed-style Flask app, one run.
 
-Serves one registered model version three ways, one after the other on this machine: (a) `potable serve`
+Serves one registered model version three ways, all started at once on this machine: (a) `potable serve`
 (every feature on: validation, prediction log, metrics, per-client rate limit — set far above the load,
 since wrk is one client), (b) benchmarks/bare_onnx_app.py under uvicorn with 2 workers, httptools and
 uvloop (the limit: JSON in → onnxruntime → JSON out, nothing else), (c) benchmarks/seed_flask_app.py
-under gunicorn -w 2. Each is loaded 15 s at 4 and at 64 connections with the seed's payload (wrk when
-installed, else a Python load generator); req/s, p50, p99, non-2xx and the ratios are printed.
+under gunicorn -w 2. Each is loaded at 4 connections, then (a) and (b) take turns at 64 connections for
+ROUNDS paired rounds (order alternating ABBA), so a neighbour's load on this shared machine falls on both
+sides of a pair instead of deciding the ratio; the ratio printed is the median of the per-round ratios.
+Load by wrk when installed, else a Python load generator; req/s, p50, p99, non-2xx are printed.
 Bars: >= 50 % of the bare path's req/s at 64 connections (goal 70 %), >= 15x the seed-style app,
 0 non-2xx, p99 <= 5 ms at 4 connections.
 
-    POTABLE_HOME=.potable python benchmarks/serve_bench.py --version N
+    POTABLE_HOME=.potable python benchmarks/serve_bench.py --version N [--rounds 4]
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ SEED_PAYLOAD = {
     "Trihalomethanes": 86.99,
     "Turbidity": 2.96,
 }
-DURATION = 15
+DURATION = 10
+WARM_UP = 3  # seconds of load per server before anything is measured
 
 
 def free_port() -> int:
@@ -85,14 +88,14 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def load_with_wrk(url: str, connections: int) -> dict[str, float]:
+def load_with_wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
             f"wrk.body = '{json.dumps(SEED_PAYLOAD)}'\n"
         )
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{DURATION}s", "--latency", "-s", script.name, url],  # nosec B603 B607
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],  # nosec B603 B607
         capture_output=True,
         text=True,
         check=True,
@@ -114,10 +117,10 @@ def load_with_wrk(url: str, connections: int) -> dict[str, float]:
     }
 
 
-async def _python_load(url: str, connections: int) -> dict[str, float]:
+async def _python_load(url: str, connections: int, seconds: int) -> dict[str, float]:
     latencies: list[float] = []
     bad = 0
-    deadline = time.perf_counter() + DURATION
+    deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
 
@@ -134,7 +137,7 @@ async def _python_load(url: str, connections: int) -> dict[str, float]:
 
         await asyncio.gather(*(worker() for _ in range(connections)))
     return {
-        "rps": len(latencies) / DURATION,
+        "rps": len(latencies) / seconds,
         "p50": float(np.percentile(latencies, 50)),
         "p99": float(np.percentile(latencies, 99)),
         "non2xx": bad,
@@ -142,8 +145,10 @@ async def _python_load(url: str, connections: int) -> dict[str, float]:
     }
 
 
-def load(url: str, connections: int) -> dict[str, float]:
-    return load_with_wrk(url, connections) if shutil.which("wrk") else asyncio.run(_python_load(url, connections))
+def load(url: str, connections: int, seconds: int = DURATION) -> dict[str, float]:
+    if shutil.which("wrk"):
+        return load_with_wrk(url, connections, seconds)
+    return asyncio.run(_python_load(url, connections, seconds))
 
 
 def onnx_path(version: str) -> Path:
@@ -158,18 +163,10 @@ def onnx_path(version: str) -> Path:
     raise SystemExit(f"v{version} has no ONNX model in the BentoML store (package it first: potable package)")
 
 
-def measure(name: str, argv: list[str], env: dict[str, str], port: int, results: dict) -> None:
-    server = start(argv, env, f"http://127.0.0.1:{port}/predict")
-    try:
-        for connections in (4, 64):
-            results[(name, connections)] = load(f"http://127.0.0.1:{port}/predict", connections)
-    finally:
-        stop(server)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", required=True, help="registered model version to serve on all sides")
+    parser.add_argument("--rounds", type=int, default=4, help="paired rounds at 64 connections (ours, bare)")
     args = parser.parse_args()
     from mlflow import MlflowClient
 
@@ -189,7 +186,6 @@ def main() -> int:
     }
     env.pop("POTABLE_API_TOKEN", None)
     bin_dir = Path(sys.executable).parent
-    results: dict[tuple[str, int], dict[str, float]] = {}
     servers = {
         "potable serve (BentoML)": [str(bin_dir / "potable"), "serve", "--version", args.version, "--port"],
         "bare ASGI + ONNX, uvicorn -w 2": [str(bin_dir / "uvicorn"), "benchmarks.bare_onnx_app:app", "--workers", "2"]
@@ -197,27 +193,69 @@ def main() -> int:
         "seed-style flask, gunicorn -w 2": [str(bin_dir / "gunicorn"), "-w", "2", "benchmarks.seed_flask_app:app"]
         + ["-b"],
     }
-    for name, argv in servers.items():
-        port = free_port()
-        address = f"127.0.0.1:{port}" if name.startswith("seed") else str(port)
-        measure(name, [*argv, address], env, port, results)
+    urls, running = {}, []
+    try:
+        for name, argv in servers.items():
+            port = free_port()
+            address = f"127.0.0.1:{port}" if name.startswith("seed") else str(port)
+            urls[name] = f"http://127.0.0.1:{port}/predict"
+            running.append(start([*argv, address], env, urls[name]))
+        results = measure(urls, args.rounds)
+    finally:
+        for proc in running:
+            stop(proc)
+    return report(results, list(servers), args.version)
+
+
+def measure(urls: dict[str, str], rounds: int) -> dict[tuple[str, int | str], dict[str, float]]:
+    """After a warm-up: 4 connections once per server; 64 connections in paired rounds of ours vs the bare
+    path (ABBA order). The seed-style app goes last: its sync workers keep answering a 64-connection
+    backlog for seconds after the load stops, which would fall on whichever server was measured next."""
+    ours, bare, seed = urls
+    results = {}
+    for name in (ours, bare):
+        load(urls[name], 64, WARM_UP)  # first requests fill caches and allocators; not counted
+    for name in (ours, bare):
+        results[(name, 4)] = load(urls[name], 4)
+    for i in range(rounds):
+        pair = (ours, bare) if i % 2 == 0 else (bare, ours)
+        for name in pair:
+            results[(name, f"64 #{i + 1}")] = load(urls[name], 64)
+    for name in (ours, bare):  # the median round stands for the server at 64 connections
+        runs = sorted((results[(name, f"64 #{i + 1}")] for i in range(rounds)), key=lambda r: r["rps"])
+        results[(name, 64)] = runs[len(runs) // 2]
+        results[(name, 64)]["worst_non2xx"] = max(r["non2xx"] + r["errors"] for r in runs)
+    ratios = [results[(ours, f"64 #{i + 1}")]["rps"] / results[(bare, f"64 #{i + 1}")]["rps"] for i in range(rounds)]
+    results[("ratio", 64)] = {"median": float(np.median(ratios)), "all": ratios}
+    results[(seed, 4)] = load(urls[seed], 4)
+    results[(seed, 64)] = load(urls[seed], 64)
+    return results
+
+
+def report(results: dict, names: list[str], version: str) -> int:
+    from core.settings import MODEL_NAME
+
+    ours_name, bare_name, seed_name = names
     print(
-        f"{DURATION} s per load, seed payload, {MODEL_NAME} v{args.version}, fresh server per side, "
-        f"load by {'wrk' if shutil.which('wrk') else 'python'}"
+        f"{DURATION} s per load after {WARM_UP} s warm-up, seed payload, {MODEL_NAME} v{version}, "
+        f"all servers up at once, load by {'wrk' if shutil.which('wrk') else 'python'}"
     )
-    print(f"{'server':<34}{'conns':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'errors':>8}")
+    print(f"{'server':<34}{'conns':>7}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'errors':>8}")
     for (name, connections), r in results.items():
-        print(
-            f"{name:<34}{connections:>6}{r['rps']:>9.1f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
-            f"{r['non2xx']:>9d}{r['errors']:>8d}"
-        )
-    names = list(servers)
-    ours, bare, seed = (results[(n, 64)] for n in names)
-    of_bare, of_seed = ours["rps"] / bare["rps"], ours["rps"] / seed["rps"]
-    clean = all(results[(names[0], c)][k] == 0 for c in (4, 64) for k in ("non2xx", "errors"))
-    p99_4 = results[(names[0], 4)]["p99"]
-    print(f"at 64 connections: {of_bare:.0%} of the bare path (bar >= 50 %, goal 70 %), {of_seed:.1f}x the seed app")
-    met = of_bare >= 0.5 and of_seed >= 15 and clean and p99_4 <= 5
+        if name != "ratio" and (connections != 64 or name == seed_name):  # ours/bare at 64: the rounds
+            print(
+                f"{name:<34}{connections:>7}{r['rps']:>9.1f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
+                f"{r['non2xx']:>9d}{r['errors']:>8d}"
+            )
+    ours, seed, ratio = results[(ours_name, 64)], results[(seed_name, 64)], results[("ratio", 64)]
+    of_seed = ours["rps"] / seed["rps"]
+    rounds = ", ".join(f"{r:.0%}" for r in ratio["all"])
+    print(f"at 64 connections: ours/bare per round {rounds}; median {ratio['median']:.0%} (bar >= 50 %, goal 70 %)")
+    bare = results[(bare_name, 64)]
+    print(f"median round: {ours['rps']:.0f} vs {bare['rps']:.0f} req/s; {of_seed:.1f}x the seed app")
+    clean = ours["worst_non2xx"] == 0 and all(results[(ours_name, 4)][k] == 0 for k in ("non2xx", "errors"))
+    p99_4 = results[(ours_name, 4)]["p99"]
+    met = ratio["median"] >= 0.5 and of_seed >= 15 and clean and p99_4 <= 5
     print(f"p99 at 4 connections {p99_4:.2f} ms (bar <= 5 ms); 0 non-2xx: {clean}; bars {'MET' if met else 'NOT MET'}")
     return 0 if met else 1
 

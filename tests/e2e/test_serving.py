@@ -28,6 +28,7 @@ TOKEN = "test-token-not-a-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RATE, BUDGET = 200, 200  # per-client requests per second (per worker), logged rows per minute
 HEADER_TIMEOUT = 3  # seconds a connection may take to send its request headers
+REQUEST_TIMEOUT = 5  # seconds from a request's headers to the start of its answer
 
 
 def _free_port() -> int:
@@ -56,6 +57,7 @@ def _serve_new_version():
     env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"], "POTABLE_API_TOKEN": TOKEN}
     env |= {"POTABLE_RATE_LIMIT_PER_SECOND": str(RATE), "POTABLE_PREDICTION_LOG_CLIENT_ROWS_PER_MINUTE": str(BUDGET)}
     env |= {"POTABLE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}
+    env |= {"POTABLE_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT)}
     server = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("bentoml")),
@@ -333,6 +335,38 @@ def test_slow_and_idle_clients_are_cut_off_and_do_not_starve_others(served) -> N
         f"\n/predict p50/p99: {p50:.1f}/{p99:.1f} ms alone, {a50:.1f}/{a99:.1f} ms beside 300 idle and 50 "
         f"slow-header connections ({len(under_attack)} requests, all 200); all {closed} closed by the header timeout"
     )
+
+
+def test_a_body_that_stops_coming_gets_504_and_is_counted(served) -> None:
+    """A client that sends headers and part of its body, then nothing: answered 504 in the error shape once
+    REQUEST_TIMEOUT has passed (not held for ever), counted in /metrics under its path and status, and a
+    normal client is answered meanwhile."""
+    import socket
+
+    base, _ = served
+    port = int(base.rsplit(":", 1)[1])
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n"
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT + 10)
+    stalled.sendall(head + b"Authorization: Bearer " + TOKEN.encode() + b'\r\n\r\n{"ph": 7')
+    began = time.monotonic()
+    sample = dict.fromkeys(FEATURES, 1.0)
+    assert httpx.post(f"{base}/predict", json=sample, headers=AUTH, timeout=10).status_code == 200
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        chunk = stalled.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    waited = time.monotonic() - began
+    stalled.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    body = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert status_line.split()[1] == b"504" and body["error"] == "request timed out", answer[:300]
+    assert REQUEST_TIMEOUT - 0.5 <= waited <= REQUEST_TIMEOUT + 5
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    counted = [line for line in metrics.splitlines() if line.startswith("bentoml_service_request_total{")]
+    assert any('endpoint="/predict"' in line and 'http_response_code="504"' in line for line in counted), counted
+    assert any('endpoint="/predict"' in line and 'http_response_code="200"' in line for line in counted), counted
 
 
 @pytest.fixture(scope="module")
