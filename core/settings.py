@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         default=None,
         description="`potable up`: Prefect server DB (postgresql+asyncpg://...); default SQLite in <home>/prefect.",
     )
+    audit_database_url: SecretStr | None = Field(
+        default=None,
+        description="Audit trail in Postgres (postgresql://...), shared by every worker; default the file "
+        "<home>/audit/audit.jsonl.",
+    )
     worker_poll_seconds: float = Field(default=2.0, description="How often the worker asks for scheduled runs.")
     start_timeout_seconds: float = Field(default=120.0, description="`potable up`: wait this long per service.")
     flow_heartbeat_seconds: int = Field(

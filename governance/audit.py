@@ -1,9 +1,11 @@
-"""Hash-chained, append-only audit trail (JSONL).
+"""Hash-chained, append-only audit trail: a JSONL file (the default) or a Postgres table (several machines).
 
 Each entry carries the SHA-256 of the previous entry (`prev_hash`) and its own `hash` over the
-canonical JSON of everything else, so editing, deleting, inserting or reordering any line breaks the
-chain at a line `verify` names. Appends take a file lock: concurrent writers (flows, CLI) never
-interleave or fork the chain, and an append refuses to extend a chain that no longer verifies.
+canonical JSON of everything else, so editing, deleting, inserting or reordering any entry breaks the
+chain at the entry `verify` names. Appends are serialised (a file lock, or a table lock in the appending
+transaction): concurrent writers (flows, CLI, workers on other machines) never interleave or fork the
+chain, and an append refuses to extend a chain that no longer verifies. Both stores keep the entry's
+canonical JSON byte for byte, so the same check covers both.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,53 +47,57 @@ class Verdict:
     reason: str = ""
 
 
-class AuditLog:
-    """The audit trail at `path` (default POTABLE_HOME/audit/audit.jsonl)."""
+class AuditTrail:
+    """The chain: building, checking and reading entries. Subclasses say where the entries are kept."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._lock = FileLock(str(self.path) + ".lock", timeout=60)
+    unit = "line"  # what `Verdict.bad_line` counts, for messages
+
+    @property
+    def where(self) -> str:
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        raise NotImplementedError
+
+    def _read_lines(self) -> list[str]:
+        """Every entry's canonical JSON, in chain order."""
+        raise NotImplementedError
+
+    @contextmanager
+    def _appending(self) -> Iterator[tuple[list[str], Callable[[int, bytes], None]]]:
+        """Exclusive: the entries as they are now, and a writer for one more (seq, canonical JSON)."""
+        raise NotImplementedError
+        yield
 
     def append(self, actor: str, action: str, subject: dict[str, Any], details: dict[str, Any] | None = None) -> dict:
         unknown = set(subject) - set(SUBJECT_KEYS)
         if unknown:
             raise ValueError(f"unknown audit subject keys {sorted(unknown)}; allowed: {SUBJECT_KEYS}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            entries = self._read_lines()
-            verdict = self._verify(entries)  # a few ms for thousands of entries: cheap next to a silent fork
+        with self._appending() as (lines, write):
+            verdict = self._verify(lines)  # a few ms for thousands of entries: cheap next to a silent fork
             if not verdict.ok:
                 raise BrokenChain(
-                    f"audit trail {self.path} is broken at line {verdict.bad_line} ({verdict.reason}); "
+                    f"audit trail {self.where} is broken at {self.unit} {verdict.bad_line} ({verdict.reason}); "
                     f"not appending {action!r} to it: restore the trail (potable audit verify) first"
                 )
-            prev = json.loads(entries[-1])["hash"] if entries else GENESIS
             entry = {
-                "seq": len(entries) + 1,
+                "seq": len(lines) + 1,
                 "timestamp": datetime.now(UTC).isoformat(timespec="microseconds"),
                 "actor": actor,
                 "action": action,
                 "subject": {k: str(v) for k, v in subject.items() if v is not None},
                 "details": details or {},
-                "prev_hash": prev,
+                "prev_hash": json.loads(lines[-1])["hash"] if lines else GENESIS,
             }
             entry["hash"] = entry_hash(entry)
-            with open(self.path, "ab") as fh:
-                fh.write(canonical(entry) + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            write(entry["seq"], canonical(entry))
         return entry
-
-    def _read_lines(self) -> list[str]:
-        if not self.path.exists():
-            return []
-        return [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def entries(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self._read_lines()]
 
     def verify(self) -> Verdict:
-        """Walk the chain; the first line that does not fit is named (1-based line number)."""
+        """Walk the chain; the first entry that does not fit is named (1-based position)."""
         return self._verify(self._read_lines())
 
     @staticmethod
@@ -125,5 +133,43 @@ class AuditLog:
         return sorted(related, key=lambda e: e["seq"])
 
 
-def audit_log(settings) -> AuditLog:
+class AuditLog(AuditTrail):
+    """The audit trail in a JSONL file at `path` (default POTABLE_HOME/audit/audit.jsonl): one machine."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = FileLock(str(self.path) + ".lock", timeout=60)
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def _read_lines(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        return [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    @contextmanager
+    def _appending(self) -> Iterator[tuple[list[str], Callable[[int, bytes], None]]]:
+        def write(_seq: int, line: bytes) -> None:
+            with open(self.path, "ab") as fh:
+                fh.write(line + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            yield self._read_lines(), write
+
+
+def audit_log(settings) -> AuditTrail:
+    """The platform's trail: the Postgres table when POTABLE_AUDIT_DATABASE_URL is set (shared by every
+    worker), else the file under POTABLE_HOME."""
+    if settings.audit_database_url is not None:
+        from governance.audit_postgres import PostgresAuditTrail
+
+        return PostgresAuditTrail(settings.audit_database_url.get_secret_value())
     return AuditLog(settings.home_dir / "audit" / "audit.jsonl")

@@ -13,19 +13,22 @@ from potable.cli.common import fail, prepare_environment
 
 @audit_app.command("verify")
 def audit_verify(
-    path: Annotated[Path | None, typer.Option(help="Audit file; default POTABLE_HOME/audit")] = None,
+    path: Annotated[
+        Path | None,
+        typer.Option(help="Audit file; default POTABLE_AUDIT_DATABASE_URL's table, else POTABLE_HOME/audit"),
+    ] = None,
 ) -> None:
-    """Check the chain; exit 1 naming the first line that was edited, deleted, inserted or reordered."""
+    """Check the chain; exit 1 naming the first entry that was edited, deleted, inserted or reordered."""
     from core.settings import get_settings
     from governance.audit import AuditLog, audit_log
 
-    log = AuditLog(path) if path else audit_log(get_settings())
-    if not log.path.exists():
-        fail(f"no audit trail at {log.path}")
-    verdict = log.verify()
+    trail = AuditLog(path) if path else audit_log(get_settings())
+    if not trail.exists():
+        fail(f"no audit trail at {trail.where}")
+    verdict = trail.verify()
     if not verdict.ok:
-        fail(f"audit trail {log.path} is broken at line {verdict.bad_line}: {verdict.reason}")
-    typer.echo(f"audit trail {log.path} intact: {verdict.entries} entries")
+        fail(f"audit trail {trail.where} is broken at {trail.unit} {verdict.bad_line}: {verdict.reason}")
+    typer.echo(f"audit trail {trail.where} intact: {verdict.entries} entries")
 
 
 @audit_app.command("lineage")
