@@ -13,10 +13,7 @@ import hashlib
 import hmac
 import json
 import os
-import random
-import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, RedirectResponse
+
+# A sibling module in the Bento (and in bentos/ when served from the source tree), not a package import.
+from prediction_log import PredictionLog, env_number, shipper_from_env
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -91,73 +91,6 @@ def predictions_counter():
         return REGISTRY._names_to_collectors["potable_predictions_total"]  # noqa: SLF001
 
 
-def _env_number(name: str, default: float) -> float:
-    return float(os.environ.get(name, str(default)))
-
-
-class PredictionLog:
-    """What the drift monitor reads: JSON lines in one file per server worker per hour, under
-    POTABLE_HOME/predictions, kept for a time window (POTABLE_PREDICTION_LOG_HOURS) however busy the service.
-
-    No single client can rewrite it: each client (address, or the router's X-Forwarded-For) has a budget of
-    logged rows per minute, and a larger share of its traffic is sampled at random into that budget; an
-    hour's file stops growing at a byte cap. The predictions themselves are all answered and counted.
-    One writer per file (a worker owns its files), so no locking is needed.
-    """
-
-    def __init__(self, folder: Path, worker: int) -> None:
-        self.folder, self.worker = folder, worker
-        self.keep_hours = _env_number("POTABLE_PREDICTION_LOG_HOURS", 48)
-        self.hour_cap_bytes = int(_env_number("POTABLE_PREDICTION_LOG_MAX_BYTES", 20 * 1024 * 1024))
-        self.client_rows_per_minute = int(_env_number("POTABLE_PREDICTION_LOG_CLIENT_ROWS_PER_MINUTE", 600))
-        self.hour, self.file = "", None
-        self.minute, self.logged_by_client = "", {}
-        self.random = random.Random()  # nosec B311 # samples log lines; no secret depends on it
-        self.lock = threading.Lock()  # large batches are answered in the thread pool, small ones on the loop
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def record(self, client: str, records: list[dict[str, Any]]) -> int:
-        """Append the client's share of `records`; returns how many lines were written."""
-        now = datetime.now(UTC)
-        stamp = now.isoformat()  # 2026-11-28T16:05:28.123456+00:00: the minute and hour are its prefixes
-        minute = f"{stamp[0:4]}{stamp[5:7]}{stamp[8:10]}T{stamp[11:13]}{stamp[14:16]}"
-        with self.lock:
-            kept = self._within_budget(client, records, minute)
-            handle = self._file_for(minute[:11])
-            if not kept or handle.tell() >= self.hour_cap_bytes:
-                return 0
-            handle.write("".join(json.dumps({"timestamp": stamp, "client": client} | r) + "\n" for r in kept))
-            handle.flush()
-            return len(kept)
-
-    def _within_budget(self, client: str, records: list[dict[str, Any]], minute: str) -> list[dict[str, Any]]:
-        if minute != self.minute:  # budgets are per minute: forget the last one (bounds the table too)
-            self.minute, self.logged_by_client = minute, {}
-        left = self.client_rows_per_minute - self.logged_by_client.get(client, 0)
-        if left <= 0:
-            return []
-        if len(records) > left:  # a random sample, not the first rows: a batch may be sorted
-            chosen = sorted(self.random.sample(range(len(records)), left))
-            records = [records[i] for i in chosen]
-        self.logged_by_client[client] = self.logged_by_client.get(client, 0) + len(records)
-        return records
-
-    def _file_for(self, hour: str):
-        if hour != self.hour or self.file is None:
-            if self.file is not None:
-                self.file.close()
-            self.hour = hour
-            self.file = open(self.folder / f"predictions-{self.worker}-{hour}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-            self._forget_old_hours()
-        return self.file
-
-    def _forget_old_hours(self) -> None:
-        oldest = (datetime.now(UTC) - timedelta(hours=self.keep_hours)).strftime("%Y%m%dT%H")
-        for path in self.folder.glob(f"predictions-{self.worker}-*.jsonl"):
-            if path.stem.rsplit("-", 1)[-1] < oldest:
-                path.unlink(missing_ok=True)
-
-
 def client_of(scope) -> str:
     """A pseudonymous client id: the peer address, or behind the local router the address nginx forwarded
     (trusted only from loopback, where the router is). Hashed so the log holds no addresses."""
@@ -219,7 +152,7 @@ class ClientRateLimitMiddleware:
 
     def __init__(self, app) -> None:
         self.app = app
-        self.rate = _env_number("POTABLE_RATE_LIMIT_PER_SECOND", RATE_LIMIT_DEFAULT)
+        self.rate = env_number("POTABLE_RATE_LIMIT_PER_SECOND", RATE_LIMIT_DEFAULT)
         self.buckets: dict[str, tuple[float, float]] = {}  # client → (tokens, when)
 
     async def __call__(self, scope, receive, send) -> None:
@@ -414,7 +347,7 @@ def bound_header_time() -> None:
         return
     if getattr(Protocol, "_potable_header_timeout", False):
         return
-    timeout = _env_number("POTABLE_HEADER_TIMEOUT_SECONDS", 10)
+    timeout = env_number("POTABLE_HEADER_TIMEOUT_SECONDS", 10)
     opened, began, headed, lost = (
         Protocol.connection_made,
         Protocol.on_message_begin,
@@ -543,7 +476,7 @@ class Scorer:
 
 @bentoml.service(
     workers=int(WORKERS) if WORKERS.isdigit() else WORKERS,
-    traffic={"timeout": _env_number("POTABLE_REQUEST_TIMEOUT_SECONDS", 30)},
+    traffic={"timeout": env_number("POTABLE_REQUEST_TIMEOUT_SECONDS", 30)},
     tracing={"excluded_urls": ["predict"]},
     logging={"access": {"enabled": os.environ.get("POTABLE_ACCESS_LOG", "0") == "1"}},
 )
@@ -562,7 +495,8 @@ class WaterPotability:
         }
         self.scorer.positive(_rows([{}]))  # first call allocates; pay it before traffic, not on a request
         home = Path(os.environ.get("POTABLE_HOME", ".potable")).expanduser()
-        self.log = PredictionLog(home / "predictions", bentoml.server_context.worker_index or 1)
+        worker = bentoml.server_context.worker_index or 1
+        self.log = PredictionLog(home / "predictions", worker, shipper_from_env(worker))
         # Objects alive now live as long as the server: keep them out of the cyclic GC, whose full
         # passes over BentoML's and the model's heap were the 200-300 ms tail under load.
         gc.freeze()
@@ -755,7 +689,7 @@ if os.environ.get("POTABLE_CORS_ORIGINS"):
         allow_methods=["GET", "POST"],
         allow_headers=["Authorization", "Content-Type"],
     )
-if _env_number("POTABLE_RATE_LIMIT_PER_SECOND", RATE_LIMIT_DEFAULT) > 0:
+if env_number("POTABLE_RATE_LIMIT_PER_SECOND", RATE_LIMIT_DEFAULT) > 0:
     WaterPotability.add_asgi_middleware(ClientRateLimitMiddleware)
 WaterPotability.add_asgi_middleware(BodyLimitMiddleware)
 if os.environ.get("POTABLE_API_TOKEN"):

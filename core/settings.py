@@ -123,6 +123,11 @@ class Settings(BaseSettings):
         description="Audit trail in Postgres (postgresql://...), shared by every worker; default the file "
         "<home>/audit/audit.jsonl.",
     )
+    prediction_log_database_url: SecretStr | None = Field(
+        default=None,
+        description="Service workers ship the prediction log to this Postgres (postgresql://...) and the drift "
+        "flow reads it there; default the files under <home>/predictions.",
+    )
     worker_poll_seconds: float = Field(default=2.0, description="How often the worker asks for scheduled runs.")
     start_timeout_seconds: float = Field(default=120.0, description="`potable up`: wait this long per service.")
     flow_heartbeat_seconds: int = Field(

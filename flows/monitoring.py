@@ -18,16 +18,28 @@ from core.lineage import LineageMissing, training_batch
 from core.settings import FEATURES, MODEL_NAME, Settings, get_settings
 from core.versions import ModelRegistry, UnknownVersion
 from governance.audit import audit_log
-from tasks.drift import DriftReport, compare, read_prediction_log, sample_per_client, window_start
+from tasks.drift import (
+    DriftReport,
+    compare,
+    read_prediction_log,
+    read_prediction_table,
+    sample_per_client,
+    window_start,
+)
 from tasks.retries import io_retries
 
 DRIFT_EVENT = "potable.drift.detected"
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **io_retries())  # the shared log's database may be briefly out of reach
 def live_traffic(settings: Settings, window_hours: float, max_rows_per_client: int) -> pd.DataFrame:
-    """The service's logged predictions from the last `window_hours`, at most so many per client."""
-    logged = read_prediction_log(settings.home_dir / "predictions", window_start(window_hours))
+    """The service's logged predictions from the last `window_hours`, at most so many per client: from the
+    Postgres table every slot ships to when POTABLE_PREDICTION_LOG_DATABASE_URL is set, else this home's files."""
+    since = window_start(window_hours)
+    if settings.prediction_log_database_url is not None:
+        logged = read_prediction_table(settings.prediction_log_database_url.get_secret_value(), since)
+    else:
+        logged = read_prediction_log(settings.home_dir / "predictions", since)
     return sample_per_client(logged, max_rows_per_client)
 
 

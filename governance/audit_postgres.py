@@ -9,20 +9,15 @@ unbroken chain. An edited, deleted, inserted or reordered row breaks it at the r
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from core.postgres import libpq_url, printable, table_exists, transaction
 from governance.audit import AuditTrail
 
 TABLE = "potable_audit"
 # One table per database: the lock key makes concurrent first appends create it once.
 CREATE_LOCK_KEY = 0x706F7461  # "pota"
-
-
-def libpq_url(url: str) -> str:
-    """psycopg2 takes libpq URLs; accept SQLAlchemy's `postgresql+psycopg2://` spelling as well."""
-    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
 
 
 class PostgresAuditTrail(AuditTrail):
@@ -36,29 +31,18 @@ class PostgresAuditTrail(AuditTrail):
     @property
     def where(self) -> str:
         """The database without credentials: this is printed."""
-        return re.sub(r"//[^@/]*@", "//", self.url) + f" (table {TABLE})"
+        return f"{printable(self.url)} (table {TABLE})"
 
-    @contextmanager
     def _connection(self):
-        import psycopg2
-
-        conn = psycopg2.connect(self.url, connect_timeout=self.connect_timeout, application_name="potable-audit")
-        try:
-            with conn:  # commits on success, rolls back on any error
-                with conn.cursor() as cur:
-                    yield cur
-        finally:
-            conn.close()
+        return transaction(self.url, "potable-audit", self.connect_timeout)
 
     def exists(self) -> bool:
         with self._connection() as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,))
-            return bool(cur.fetchone()[0])
+            return table_exists(cur, TABLE)
 
     def _read_lines(self) -> list[str]:
         with self._connection() as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,))
-            if not cur.fetchone()[0]:
+            if not table_exists(cur, TABLE):
                 return []
             cur.execute(f"SELECT entry FROM {TABLE} ORDER BY seq")  # nosec B608 # constant table name
             return [row[0] for row in cur.fetchall()]

@@ -19,6 +19,7 @@ from scipy.stats import chi2_contingency, ks_2samp
 from core.settings import FEATURES
 
 EPSILON = 1e-4  # floor for empty bins: PSI is a log ratio
+PREDICTION_TABLE = "potable_predictions"  # written by bentos/prediction_log.py (the Bento cannot import this)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,25 @@ def read_prediction_log(folder: Path, since: datetime | None = None) -> pd.DataF
             for line in fh:
                 if line.strip():
                     records.append(json.loads(line))
+    return _prediction_frame(records, since)
+
+
+def read_prediction_table(url: str, since: datetime | None = None) -> pd.DataFrame:
+    """Every prediction the service workers shipped to Postgres (bentos/prediction_log.py), from any
+    machine, at or after `since`: the same frame as the files give."""
+    from core.postgres import table_exists, transaction
+
+    with transaction(url, "potable-drift") as cur:
+        if not table_exists(cur, PREDICTION_TABLE):
+            return _prediction_frame([], since)
+        cur.execute(
+            f"SELECT record FROM {PREDICTION_TABLE} WHERE logged_at >= %s ORDER BY logged_at",  # nosec B608
+            (since or datetime(1970, 1, 1, tzinfo=UTC),),
+        )
+        return _prediction_frame([row[0] for row in cur.fetchall()], since)
+
+
+def _prediction_frame(records: list[dict[str, Any]], since: datetime | None) -> pd.DataFrame:
     if not records:
         return pd.DataFrame(columns=[*FEATURES, "prediction", "probability", "model_version", "timestamp", "client"])
     frame = pd.json_normalize(records).rename(columns=lambda c: c.removeprefix("inputs."))

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from core.settings import BUNDLED_DATA, Settings
+from tests.postgres import postgres_databases
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -181,32 +182,8 @@ def sns_inbox(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def postgres_db():
-    """Fresh databases on the machine's Postgres (127.0.0.1:5432, trust auth): a factory; all dropped afterwards.
-
-    Optuna and MLflow each need their own database (both keep an `alembic_version` table)."""
-    import uuid
-
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
-    except psycopg2.OperationalError:
-        pytest.skip("no Postgres on 127.0.0.1:5432")
-    conn.autocommit = True
-    created: list[str] = []
-
-    def create() -> str:
-        created.append(f"potable_test_{uuid.uuid4().hex[:8]}")
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{created[-1]}"')
-        return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{created[-1]}"
-
-    try:
+    with postgres_databases() as create:
         yield create
-    finally:
-        with conn.cursor() as cur:
-            for name in created:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

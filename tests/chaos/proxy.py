@@ -34,6 +34,10 @@ class CuttableProxy:
 
     def cut(self) -> None:
         if self._listener is not None:
+            try:  # wakes the thread blocked in accept(); close alone leaves the port listening until it returns
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         for conn in self._open:

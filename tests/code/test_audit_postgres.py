@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from core.postgres import libpq_url
 from governance.audit import GENESIS, BrokenChain, entry_hash
-from governance.audit_postgres import TABLE, PostgresAuditTrail, libpq_url
+from governance.audit_postgres import TABLE, PostgresAuditTrail
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from flows.training import train
 from tasks.data import read_batch, split_batch
 from tests.e2e.browser import chromium
 from tests.figures import figure
+from tests.postgres import postgres_databases
 
 pytestmark = pytest.mark.e2e
 TOKEN = "test-token-not-a-secret"
@@ -47,7 +48,10 @@ def served(prefect_api, tmp_path_factory):
         mp.setenv("POTABLE_HOME", str(home))
         for name in ("MLFLOW_TRACKING_URI", "POTABLE_OPTUNA_STORAGE", "POTABLE_S3_ENDPOINT_URL"):
             mp.delenv(name, raising=False)
-        yield from _serve_new_version()
+        with postgres_databases() as create:  # the slot also ships its prediction log there
+            mp.setenv("POTABLE_PREDICTION_LOG_DATABASE_URL", create())
+            mp.setenv("POTABLE_PREDICTION_LOG_SHIP_SECONDS", "0.5")
+            yield from _serve_new_version()
 
 
 def _serve_new_version():
@@ -229,6 +233,17 @@ def test_metrics_count_predictions_and_the_log_records_them(served) -> None:
     records = sorted(_logged(Settings().home_dir), key=lambda r: r["timestamp"])
     assert records and records[-1]["model_version"] == summary["model_version"]
     assert set(records[-1]["inputs"]) == set(FEATURES) and 0.0 <= records[-1]["probability"] <= 1.0
+    # ...and shipped to Postgres, where a drift run on another machine reads the same rows
+    from tasks.drift import read_prediction_table
+
+    url, deadline = Settings().prediction_log_database_url.get_secret_value(), time.monotonic() + 15
+    while len(shipped := read_prediction_table(url)) < len(records) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert len(shipped) >= len(records) and records[-1]["timestamp"] in set(shipped["timestamp"].map(_iso))
+
+
+def _iso(stamp) -> str:
+    return stamp.isoformat()
 
 
 def _logged(home: Path) -> list[dict]:
@@ -263,16 +278,21 @@ def test_a_client_over_its_rate_gets_429_and_others_are_served(served) -> None:
     base, _ = served
     sample = dict.fromkeys(FEATURES, 1.0)
 
-    async def loop(client: httpx.AsyncClient, until: float) -> list[httpx.Response]:
+    limited_seen = asyncio.Event()
+
+    async def loop(client: httpx.AsyncClient, until: float, last: float) -> list[httpx.Response]:
         answers = []
-        while time.monotonic() < until:
+        # 3 s at least; longer (up to `last`) only if a loaded machine has not yet sent faster than the rate
+        while time.monotonic() < until or (not limited_seen.is_set() and time.monotonic() < last):
             answers.append(await client.post(f"{base}/predict", json=sample))
+            if answers[-1].status_code == 429:
+                limited_seen.set()
         return answers
 
-    async def hammer() -> list[httpx.Response]:  # 16 connections looping for 3 s, all one client
+    async def hammer() -> list[httpx.Response]:  # 16 connections looping, all one client
         async with httpx.AsyncClient(headers=AUTH | {"X-Forwarded-For": "198.51.100.9"}, timeout=30) as client:
-            until = time.monotonic() + 3
-            return [r for rs in await asyncio.gather(*(loop(client, until) for _ in range(16))) for r in rs]
+            until, last = time.monotonic() + 3, time.monotonic() + 20
+            return [r for rs in await asyncio.gather(*(loop(client, until, last) for _ in range(16))) for r in rs]
 
     answers = asyncio.run(hammer())
     limited = [r for r in answers if r.status_code == 429]
