@@ -22,6 +22,7 @@ from core.versions import CHAMPION, ModelRegistry, UnknownVersion, VersionRecord
 from deployments.rollout import BlueGreen, Outcome, RolloutFailed
 from governance.audit import audit_log
 from tasks.data import split_batch
+from tasks.packaging import PackagingRefused, local_bento
 from tasks.retries import io_retries
 
 RELEASE_LIMIT = "potable-release"  # Prefect global concurrency limit: one release at a time, queued
@@ -75,6 +76,12 @@ def golden_set(record: VersionRecord, rows: int, settings: Settings) -> tuple[pd
     return hold_out.head(rows), proba[:rows], float(np.mean(proba >= record.decision_threshold))
 
 
+@task(cache_policy=NO_CACHE, **io_retries(ReleaseRefused, PackagingRefused))
+def bento_here(record: VersionRecord, settings: Settings, actor: str) -> str:
+    """The version's Bento in this worker's store: rebuilt from the registry when it was packaged elsewhere."""
+    return local_bento(record, settings, actor)
+
+
 @task(cache_policy=NO_CACHE, **io_retries(ReleaseRefused))
 def publish_image(version: str, settings: Settings, actor: str) -> dict[str, str]:
     """The version's Bento as an OCI image in the registry; digest on the version record and in the audit trail.
@@ -102,7 +109,7 @@ def publish_image(version: str, settings: Settings, actor: str) -> dict[str, str
         credentials, tls_verify = f"{login.username}:{login.password}", True
     tag = f"{version}-{(record.git_commit or 'nocommit')[:7]}"
     pushed = image.publish(
-        record.bento_tag,
+        local_bento(record, settings, actor),
         tag,
         settings.image_registry,
         settings.image_repository,
@@ -168,10 +175,9 @@ def roll_out(record: VersionRecord, config: dict[str, Any], settings: Settings, 
     if on_aws:
         return report(release_on_aws(record, config, settings), settings, actor)
     golden, expected, share = golden_set(record, config["smoke"]["golden_rows"], settings)
+    bento_tag = bento_here(record, settings, actor)
     target = local_target(settings, config, record.version, actor)
-    outcome = target.release(
-        record.version, record.bento_tag, golden, expected, record.image_digest, expected_share=share
-    )
+    outcome = target.release(record.version, bento_tag, golden, expected, record.image_digest, expected_share=share)
     return report(outcome, settings, actor)
 
 

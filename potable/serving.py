@@ -6,7 +6,7 @@ import sys
 
 from core.settings import MODEL_NAME, get_settings
 from core.versions import CANDIDATE, CHAMPION, ModelRegistry, UnknownVersion, VersionRecord
-from tasks.packaging import PackagingRefused, bentoml_home, package_version
+from tasks.packaging import PackagingRefused, bentoml_home, local_bento, package_version
 
 
 class ServingError(Exception):
@@ -33,13 +33,14 @@ def resolve_version(registry: ModelRegistry, alias: str, version: str | None) ->
 
 
 def bento_for(alias: str, version: str | None) -> str:
-    """The Bento tag recorded on the version, packaging the version now if it has none."""
+    """The version's Bento in this store (rebuilt from the registry if packaged elsewhere); packaged now if
+    it has none."""
     settings = get_settings()
     bentoml_home(settings)
     chosen = resolve_version(ModelRegistry(settings), alias, version)
-    if chosen.bento_tag:
-        return chosen.bento_tag
     try:
+        if chosen.bento_tag:
+            return local_bento(chosen, settings, actor="cli")  # rebuilt here if packaged on another machine
         return package_version(chosen.version, settings, actor="cli").bento_tag
     except PackagingRefused as exc:
         raise ServingError(str(exc)) from exc

@@ -164,11 +164,17 @@ def build_bento(bentoml, labels: dict[str, str], served: dict[str, str], setting
 
 
 def package_version(
-    version: str, settings: Settings, actor: str = "packaging", onnx_export: BackgroundExport | None = None
+    version: str,
+    settings: Settings,
+    actor: str = "packaging",
+    onnx_export: BackgroundExport | None = None,
+    rebuild: bool = False,
 ) -> Packaged:
     """Import the version into the BentoML store with its lineage as labels and build a Bento serving it.
 
     `onnx_export`: the conversion the train flow started from the very model it registered as `version`.
+    `rebuild`: the version was packaged already, on another machine; this builds the same Bento into this
+    machine's store and leaves the version's recorded Bento as it was (audited as `bento_rebuilt`).
     """
     setup_mlflow(settings)
     bentoml_home(settings)
@@ -191,14 +197,50 @@ def package_version(
         "POTABLE_BENTO_ONNX_TAG": str(onnx_model.tag) if onnx_model else "",
     }
     bento = build_bento(bentoml, labels | {"runtime": runtime}, served, settings)
-    registry.record(record.version, bento_tag=str(bento.tag), serving_runtime=f"{runtime} ({parity})")
+    if not rebuild:
+        registry.record(record.version, bento_tag=str(bento.tag), serving_runtime=f"{runtime} ({parity})")
     audit_log(settings).append(
         actor,
-        "bento_packaged",
+        "bento_rebuilt" if rebuild else "bento_packaged",
         {"model_version": record.version, "run_id": record.run_id, "bento_tag": str(bento.tag)},
         {"model_tag": str(model.tag), "runtime": runtime, "onnx": parity},
     )
     return Packaged(record.version, str(model.tag), str(bento.tag), runtime)
+
+
+def local_bento(record: VersionRecord, settings: Settings, actor: str) -> str:
+    """The Bento serving `record`'s version in this machine's BentoML store, built here from the registry if
+    the store has none. Workers on several machines share no disk: the version may have been packaged
+    where it was trained. The recorded Bento when this store holds it; else one built here before (same
+    version and run, by label); else a rebuild from the registry, through the same gate and ONNX parity
+    check as packaging. A version never packaged (it failed the gate) is refused, not built."""
+    bentoml_home(settings)
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    if not record.bento_tag:
+        raise PackagingRefused(
+            f"{MODEL_NAME} v{record.version} has no Bento (potable package --version {record.version})"
+        )
+    try:
+        return str(bentoml.bentos.get(record.bento_tag).tag)
+    except NotFound:
+        pass
+    try:
+        stored = bentoml.bentos.list(BENTO_NAME)
+    except NotFound:  # no Bento of that name in this store at all
+        stored = []
+    mine = [
+        b
+        for b in stored
+        if b.info.labels.get("model_version") == record.version and b.info.labels.get("run_id") == record.run_id
+    ]
+    if mine:
+        return str(max(mine, key=lambda b: b.info.creation_time).tag)
+    logger.info(
+        "v%s: Bento %s is not in this store; building it here from the registry", record.version, record.bento_tag
+    )
+    return package_version(record.version, settings, actor=actor, rebuild=True).bento_tag
 
 
 @task(name="package-bento", cache_policy=NO_CACHE)
