@@ -28,9 +28,7 @@ def test_a_version_packaged_elsewhere_is_rebuilt_from_the_registry_and_served(
     assert summary["bento_tag"], summary["gate_failures"]
     other_home = tmp_path / "second-machine"
     port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("POTABLE_", "BENTOML_", "PREFECT_", "MLFLOW_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POTABLE_", "BENTOML_", "PREFECT_", "MLFLOW_"))}
     env |= {"POTABLE_HOME": str(other_home), "MLFLOW_TRACKING_URI": settings.tracking_uri}  # the shared registry
     potable = str(Path(sys.executable).with_name("potable"))
     argv = [potable, "serve", "--version", summary["model_version"], "--port", str(port)]
