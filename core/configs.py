@@ -68,6 +68,10 @@ class Tuning(Rules):
     timeout_seconds: float | None = Field(default=None, gt=0)
     parallel_folds: int = Field(default=1, ge=1)
     processes: int = Field(default=1, ge=1)
+    # Scale-out over the work pool: `tune-share` flow runs on other workers (storage on Postgres).
+    workers: int = Field(default=1, ge=1)
+    share_pickup_seconds: float = Field(default=30, gt=0)  # a share no worker started by then runs here
+    share_timeout_seconds: float | None = Field(default=None, gt=0)  # a share still running then is cancelled
     n_jobs: int = -1
     pruner: Pruner = Pruner()
     warm_start: list[dict[str, Any]] = []

@@ -6,8 +6,10 @@ The families and their cross-validated scoring are in tasks/estimators.py; this 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
+import socket
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +30,9 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from tasks.estimators import build_pipeline, cv_roc_auc
+from tasks.tuning_pool import settle_shares, submit_shares, trials_done
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["build_pipeline", "cv_roc_auc", "suggest", "run_study", "shares", "tune_models", "refit_best"]
 
@@ -94,7 +99,7 @@ def log_trial_run(
         run.info.run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
         params=[Param(k, str(v)) for k, v in params.items()],
-        tags=[RunTag("optuna.state", state)],
+        tags=[RunTag("optuna.state", state), RunTag("potable.host", socket.gethostname())],
     )
     client.set_terminated(run.info.run_id, end_time=now)
 
@@ -111,6 +116,7 @@ def make_objective(
         pipeline = build_pipeline(family, params, seed, 1, imputer, calibrated=False)
         logged = {"family": family, "imputer": imputer, **params, "trial": trial.number}
         trial.set_user_attr("worker_pid", os.getpid())
+        trial.set_user_attr("host", socket.gethostname())
         started = time.time()
         try:
             scores, oof = cv_roc_auc(pipeline, X, y, config["cv_folds"], seed, trial, tuning["parallel_folds"])
@@ -187,8 +193,10 @@ def run_study(
 ) -> TuningResult:
     """Run (or resume) the named study on persistent storage and return its best configuration.
 
-    With `tuning.processes` > 1, extra processes take shares of the trials from the same storage (an RDB
-    that takes concurrent writers: Postgres; SQLite serialises them). Their out-of-fold scores stay in
+    With `tuning.workers` > 1, `tune-share` flow runs on the work pool take shares first (tasks/tuning_pool.py;
+    the storage must be one every worker reaches: Postgres). With `tuning.processes` > 1, extra processes
+    here take shares of this run's part from the same storage (an RDB that takes concurrent writers:
+    Postgres; SQLite serialises them). Their out-of-fold scores stay in
     their process, so the threshold step refits folds when the best trial ran elsewhere.
     """
     tuning = config["tuning"]
@@ -196,7 +204,9 @@ def run_study(
     enqueue_warm_start(study, tuning.get("warm_start") or [])
     oof_store: dict[int, np.ndarray] = {}
     parent = ParentRun.active()
-    per_process = shares(tuning["n_trials"], max(1, int(tuning.get("processes", 1))))
+    per_worker = shares(tuning["n_trials"], max(1, int(tuning.get("workers", 1))))
+    remote = submit_shares(parent.run_id, study_name, seed, per_worker[1:]) if len(per_worker) > 1 else []
+    per_process = shares(per_worker[0], max(1, int(tuning.get("processes", 1))))
     pool = extra = None
     if len(per_process) > 1:  # spawn: fork would copy Prefect's and MLflow's threads
         pool = ProcessPoolExecutor(len(per_process) - 1, mp_context=multiprocessing.get_context("spawn"))
@@ -211,6 +221,12 @@ def run_study(
         study.optimize(objective, n_trials=per_process[0], timeout=timeout, show_progress_bar=show_progress)
         for future in extra or []:
             future.result()
+        if remote:  # what the pool's shares did not finish (never started, failed, crashed) runs here
+            settled = settle_shares(remote, tuning.get("share_pickup_seconds", 30), tuning.get("share_timeout_seconds"))
+            missing = tuning["n_trials"] - trials_done(study)
+            logger.info("tune-share runs: %s; %d trial(s) left to run here", settled, max(0, missing))
+            if missing > 0:
+                study.optimize(objective, n_trials=missing, timeout=timeout)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

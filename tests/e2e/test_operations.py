@@ -25,7 +25,7 @@ from tests.figures import figure
 
 pytestmark = pytest.mark.e2e
 POTABLE = str(Path(sys.executable).with_name("potable"))
-DEPLOYMENTS = {"train", "train-scheduled", "train-on-arrival", "promote", "release", "monitor-drift"}
+DEPLOYMENTS = {"train", "train-scheduled", "train-on-arrival", "promote", "release", "monitor-drift", "tune-share"}
 
 
 def _postgres_url() -> str | None:
