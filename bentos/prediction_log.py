@@ -196,7 +196,7 @@ def shipper_from_env(worker_index: int) -> PredictionShipper | None:
     url = os.environ.get("POTABLE_PREDICTION_LOG_DATABASE_URL")
     if not url:
         return None
-    worker = f"{socket.gethostname()}-{os.getpid()}-{worker_index}"
+    worker = f"{os.environ.get('POTABLE_WORKER_NAME') or socket.gethostname()}-{os.getpid()}-{worker_index}"
     every = env_number("POTABLE_PREDICTION_LOG_SHIP_SECONDS", 10)
     cap = int(env_number("POTABLE_PREDICTION_LOG_SHIP_BUFFER_ROWS", 100_000))
     return PredictionShipper(url, worker, every, cap).start()

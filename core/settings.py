@@ -6,6 +6,8 @@ this module only says where things are and which services to talk to.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -128,6 +130,10 @@ class Settings(BaseSettings):
         description="Service workers ship the prediction log to this Postgres (postgresql://...) and the drift "
         "flow reads it there; default the files under <home>/predictions.",
     )
+    worker_name: str = Field(
+        default_factory=lambda: socket.gethostname(),
+        description="Who wrote an audit entry or ran a trial when workers share the stores; default the host name.",
+    )
     worker_poll_seconds: float = Field(default=2.0, description="How often the worker asks for scheduled runs.")
     start_timeout_seconds: float = Field(default=120.0, description="`potable up`: wait this long per service.")
     flow_heartbeat_seconds: int = Field(
@@ -200,6 +206,11 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         for path in (self.home_dir, self.artifact_root, self.quarantine_dir, self.reports_dir):
             path.mkdir(parents=True, exist_ok=True)
+
+
+def worker_name() -> str:
+    """POTABLE_WORKER_NAME, else the host name: for code that records who did something without settings."""
+    return os.environ.get("POTABLE_WORKER_NAME") or socket.gethostname()
 
 
 def get_settings() -> Settings:

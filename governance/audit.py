@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class AuditTrail:
     """The chain: building, checking and reading entries. Subclasses say where the entries are kept."""
 
     unit = "line"  # what `Verdict.bad_line` counts, for messages
+    writer = socket.gethostname()
 
     @property
     def where(self) -> str:
@@ -84,6 +86,7 @@ class AuditTrail:
                 "seq": len(lines) + 1,
                 "timestamp": datetime.now(UTC).isoformat(timespec="microseconds"),
                 "actor": actor,
+                "writer": self.writer,  # which machine/worker: several may share one trail
                 "action": action,
                 "subject": {k: str(v) for k, v in subject.items() if v is not None},
                 "details": details or {},
@@ -136,8 +139,9 @@ class AuditTrail:
 class AuditLog(AuditTrail):
     """The audit trail in a JSONL file at `path` (default POTABLE_HOME/audit/audit.jsonl): one machine."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, writer: str | None = None):
         self.path = Path(path)
+        self.writer = writer or self.writer
         self._lock = FileLock(str(self.path) + ".lock", timeout=60)
 
     @property
@@ -171,5 +175,5 @@ def audit_log(settings) -> AuditTrail:
     if settings.audit_database_url is not None:
         from governance.audit_postgres import PostgresAuditTrail
 
-        return PostgresAuditTrail(settings.audit_database_url.get_secret_value())
-    return AuditLog(settings.home_dir / "audit" / "audit.jsonl")
+        return PostgresAuditTrail(settings.audit_database_url.get_secret_value(), writer=settings.worker_name)
+    return AuditLog(settings.home_dir / "audit" / "audit.jsonl", writer=settings.worker_name)

@@ -29,6 +29,7 @@ from prefect.logging import get_run_logger
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
+from core.settings import worker_name
 from tasks.estimators import build_pipeline, cv_roc_auc
 from tasks.tuning_pool import settle_shares, submit_shares, trials_done
 
@@ -99,7 +100,11 @@ def log_trial_run(
         run.info.run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
         params=[Param(k, str(v)) for k, v in params.items()],
-        tags=[RunTag("optuna.state", state), RunTag("potable.host", socket.gethostname())],
+        tags=[
+            RunTag("optuna.state", state),
+            RunTag("potable.host", socket.gethostname()),
+            RunTag("potable.worker", worker_name()),
+        ],
     )
     client.set_terminated(run.info.run_id, end_time=now)
 
@@ -117,6 +122,7 @@ def make_objective(
         logged = {"family": family, "imputer": imputer, **params, "trial": trial.number}
         trial.set_user_attr("worker_pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("worker", worker_name())  # workers may share a study
         started = time.time()
         try:
             scores, oof = cv_roc_auc(pipeline, X, y, config["cv_folds"], seed, trial, tuning["parallel_folds"])
