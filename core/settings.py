@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         default="us-east-1", validation_alias=AliasChoices("POTABLE_AWS_REGION", "AWS_DEFAULT_REGION")
     )
     quarantine_prefix: str = Field(default="quarantine/", description="S3 prefix that bad batches move to.")
+    reports_uri: str | None = Field(
+        default=None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+        description="s3://bucket/prefix/ that drift reports, model cards and Data Docs are also kept in "
+        "(workers on several machines); default only <home>/reports.",
+    )
     training_config: Path = Field(default=CONFIG_DIR / "training.yaml")
     validation_config: Path = Field(default=CONFIG_DIR / "validation.yaml")
     policy_config: Path = Field(default=CONFIG_DIR / "policy.yaml")

@@ -26,6 +26,7 @@ from tasks.drift import (
     sample_per_client,
     window_start,
 )
+from tasks.reports import keep_report
 from tasks.retries import io_retries
 
 DRIFT_EVENT = "potable.drift.detected"
@@ -95,16 +96,17 @@ def verdict_text(report: DriftReport, version: str | None) -> str:
     return f"model v{version}: {traffic}; drifted features: {drifted}{rate}"
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **io_retries())
 def publish_report(report: DriftReport, version: str | None, settings: Settings) -> Path:
-    """HTML report under POTABLE_HOME/reports plus Prefect artifacts (markdown verdict and table)."""
+    """HTML report under POTABLE_HOME/reports (and POTABLE_REPORTS_URI) plus Prefect artifacts (verdict, table)."""
     text = verdict_text(report, version)
     table = pd.DataFrame(report_rows(report))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = settings.reports_dir / f"drift-{stamp}.html"
     body = table.to_html(index=False) if not table.empty else "<p>No feature judged.</p>"
     path.write_text(f"<html><body><h1>Drift report</h1><p>{text}</p>{body}</body></html>", encoding="utf-8")
-    create_markdown_artifact(key="drift-verdict", markdown=f"# Drift\n\n{text}\n\nReport: `{path}`")
+    kept = keep_report(path, settings)
+    create_markdown_artifact(key="drift-verdict", markdown=f"# Drift\n\n{text}\n\nReport: `{kept}`")
     if not table.empty:
         create_table_artifact(key="drift-features", table=table.to_dict("records"))
     return path

@@ -26,6 +26,7 @@ from governance.policy import PolicyReport, evaluate_policy
 from governance.slices import SliceReport, assess_slices
 from tasks.evaluation import classification_metrics
 from tasks.registry import RegisteredVersion
+from tasks.reports import keep_report
 
 
 @dataclass
@@ -154,6 +155,8 @@ def record_verdict(
         mlflow.log_text(json.dumps(report, indent=2, default=str), "governance/verdict.json")
         mlflow.log_artifact(str(verdict.model_card), "governance")
         mlflow.log_artifact(str(verdict.model_card.with_suffix(".html")), "governance")
+    for card in (verdict.model_card, verdict.model_card.with_suffix(".html")):
+        keep_report(card, settings)
     registry.record(
         registered.version,
         gate_passed=verdict.passed,

@@ -166,6 +166,7 @@ def test_two_workers_share_nothing_but_the_services(prefect_api, moto_endpoint, 
             "POTABLE_PREDICTION_LOG_SHIP_SECONDS": "1",
             "POTABLE_S3_ENDPOINT_URL": moto_endpoint,
             "POTABLE_LANDING_AREAS": f"s3://{bucket}/incoming/",
+            "POTABLE_REPORTS_URI": f"s3://{bucket}/reports/",
             "POTABLE_AUTO_APPROVE": "1",
         }
         machines = {}
@@ -227,6 +228,9 @@ def test_two_workers_share_nothing_but_the_services(prefect_api, moto_endpoint, 
     assert drift.state.is_completed() and live_rows >= 300
     stored = s3.list_objects_v2(Bucket=bucket, Prefix="mlflow/").get("KeyCount", 0)
     assert stored > 0  # the tracking server keeps the artifacts on S3, not on either machine
+    reports = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="reports/").get("Contents", [])]
+    for kind in ("reports/drift-", "reports/model_cards/model_card_v1.md", "reports/data_docs/"):
+        assert any(key.startswith(kind) for key in reports), (kind, reports)
     figure(
         f"\ntwo machines: trials per worker {per_worker}; train-on-arrival {two_workers:.0f} s with 2 workers vs "
         f"{one_worker:.0f} s on one (same 6-trial budget, 2 cores: no speed-up expected); "
