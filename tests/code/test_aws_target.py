@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import boto3
 import pytest
 
@@ -193,3 +195,93 @@ def test_release_flow_with_the_aws_target(stack, prefect_api, settings, monkeypa
     summary = release()
     assert summary["status"] == "released" and summary["slot"] == "green" and target.live_slot() == "green"
     assert client.get_model_version(MODEL_NAME, version).tags["release"] == "released (green)"
+
+
+def test_workers_template_creates_shared_state_and_worker_services_on_moto(aws, prefect_api, tmp_path) -> None:
+    """infra/cloudformation/potable-workers.yaml: Postgres, state bucket, MLflow server, Prefect worker, roles;
+    infra/ecs_work_pool.py turns its outputs into a base job template Prefect accepts for an ECS pool."""
+    import yaml
+
+    from core.settings import PROJECT_ROOT
+
+    ec2 = aws("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.2.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.2.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
+        for i, z in ((1, "a"), (2, "b"))
+    ]
+    cfn = aws("cloudformation")
+    body = (PROJECT_ROOT / "infra" / "cloudformation" / "potable-workers.yaml").read_text()
+    parameters = {
+        "Name": "potable-wk",
+        "VpcId": vpc,
+        "SubnetIds": ",".join(subnets),
+        "FlowImage": "repo/potable-flows:abc1234",
+        "PrefectApiUrl": "https://prefect.example.internal/api",
+    }
+    cfn.create_stack(
+        StackName="potable-wk",
+        TemplateBody=body,
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+    )
+    stack = cfn.describe_stacks(StackName="potable-wk")["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert outputs["MlflowTrackingUri"].startswith("http://") and outputs["MlflowTrackingUri"].endswith(":5000")
+    assert outputs["StateBucket"].startswith("potable-wk-state-") and outputs["WorkPool"] == "potable-ecs"
+    ecs = aws("ecs")
+    services = ecs.describe_services(
+        cluster="potable-wk-flows", services=["potable-wk-mlflow", "potable-wk-flows-worker"]
+    )
+    assert {s["serviceName"] for s in services["services"]} == {"potable-wk-mlflow", "potable-wk-flows-worker"}
+    worker = ecs.describe_task_definition(taskDefinition="potable-wk-flows-worker")["taskDefinition"]
+    assert worker["containerDefinitions"][0]["command"][:4] == ["prefect", "worker", "start", "--pool"]
+    mlflow = ecs.describe_task_definition(taskDefinition="potable-wk-mlflow")["taskDefinition"]["containerDefinitions"][
+        0
+    ]
+    assert "--artifacts-destination" in mlflow["command"] and mlflow["secrets"][0]["name"] == "PGPASSWORD"
+    assert all("@" not in part.split("potable@")[-1].split("/")[0] or "potable@" in part for part in mlflow["command"])
+    resources = yaml.safe_load(body)["Resources"]
+    assert resources["Database"]["Properties"]["PubliclyAccessible"] is False
+    assert resources["Database"]["Properties"]["StorageEncrypted"] is True
+    # The work pool, as infra/README.md says: outputs → template → `prefect work-pool create`.
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    described = stack["Outputs"]
+    if "DatabasePasswordSecretArn" not in outputs:  # moto's CloudFormation makes no Secrets Manager secrets
+        secret = aws("secretsmanager").create_secret(Name="potable-wk/database-password", SecretString="x" * 32)
+        outputs["DatabasePasswordSecretArn"] = secret["ARN"]
+        described = [*described, {"OutputKey": "DatabasePasswordSecretArn", "OutputValue": secret["ARN"]}]
+    (tmp_path / "outputs.json").write_text(json.dumps(described))
+    made = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "infra" / "ecs_work_pool.py"), "--outputs", str(tmp_path / "outputs.json")]
+        + ["--image", "repo/potable-flows:abc1234"],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    (tmp_path / "template.json").write_text(made.stdout)
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    argv = [prefect, "work-pool", "create", "potable-ecs-test", "--type", "ecs"]
+    created = subprocess.run(
+        [*argv, "--base-job-template", str(tmp_path / "template.json")], env=env, capture_output=True
+    )
+    assert created.returncode == 0, created.stderr
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool("potable-ecs-test")
+    variables = pool.base_job_template["variables"]["properties"]
+    assert variables["image"]["default"] == "repo/potable-flows:abc1234"
+    assert variables["cluster"]["default"] == outputs["ClusterArn"]
+    assert variables["env"]["default"]["MLFLOW_TRACKING_URI"] == outputs["MlflowTrackingUri"]
+    assert all("@" not in v.split("potable@", 1)[-1] for v in variables["env"]["default"].values())  # no password
+    container = pool.base_job_template["job_configuration"]["task_definition"]["containerDefinitions"][0]
+    assert container["secrets"] == [{"name": "PGPASSWORD", "valueFrom": outputs["DatabasePasswordSecretArn"]}]
