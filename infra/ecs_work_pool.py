@@ -37,7 +37,7 @@ def flow_run_environment(outputs: dict[str, str]) -> dict[str, str]:
     """The settings of every flow run on the pool (passwordless URLs: libpq takes PGPASSWORD)."""
     host, bucket = outputs["DatabaseHost"], outputs["StateBucket"]
     return {
-        "POTABLE_HOME": "/tmp/potable",  # scratch only: nothing there outlives the task
+        "POTABLE_HOME": "/tmp/potable",  # nosec B108 # the task's own scratch disk; nothing there outlives it
         "MLFLOW_TRACKING_URI": outputs["MlflowTrackingUri"],
         "POTABLE_OPTUNA_STORAGE": f"postgresql+psycopg2://potable@{host}:5432/optuna",
         "POTABLE_AUDIT_DATABASE_URL": f"postgresql://potable@{host}:5432/audit",

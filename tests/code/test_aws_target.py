@@ -114,27 +114,36 @@ def test_target_5xx_after_the_switch_rolls_back_to_blue(stack) -> None:
     assert blue["desiredCount"] == 2  # the old service was never scaled in
 
 
-def test_cloudformation_template_creates_the_stack_on_moto(aws) -> None:
-    """infra/cloudformation/potable.yaml is accepted and its resources exist afterwards."""
-    from core.settings import PROJECT_ROOT
-
+def _create_stack(aws, name: str, body: str, net: str, **parameters: str) -> dict:
+    """Create the template on moto in a new VPC with two subnets; the stack once CREATE_COMPLETE."""
     ec2 = aws("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    vpc = ec2.create_vpc(CidrBlock=f"{net}.0.0/16")["Vpc"]["VpcId"]
     subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.1.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"{net}.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"][
+            "SubnetId"
+        ]
         for i, z in ((1, "a"), (2, "b"))
     ]
+    parameters |= {"Name": name, "VpcId": vpc, "SubnetIds": ",".join(subnets)}
     cfn = aws("cloudformation")
-    body = (PROJECT_ROOT / "infra" / "cloudformation" / "potable.yaml").read_text()
-    parameters = {"Name": "potable-cfn", "VpcId": vpc, "SubnetIds": ",".join(subnets), "Image": "repo/potable:1-abc"}
     cfn.create_stack(
-        StackName="potable-cfn",
+        StackName=name,
         TemplateBody=body,
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         Capabilities=["CAPABILITY_NAMED_IAM"],
     )
-    stack = cfn.describe_stacks(StackName="potable-cfn")["Stacks"][0]
+    stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    return stack
+
+
+def test_cloudformation_template_creates_the_stack_on_moto(aws) -> None:
+    """infra/cloudformation/potable.yaml is accepted and its resources exist afterwards."""
+    from core.settings import PROJECT_ROOT
+
+    cfn = aws("cloudformation")
+    body = (PROJECT_ROOT / "infra" / "cloudformation" / "potable.yaml").read_text()
+    stack = _create_stack(aws, "potable-cfn", body, "10.1", Image="repo/potable:1-abc")
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     assert outputs["RepositoryUri"].endswith("/potable-cfn-service") and outputs["AlertTopicArn"].endswith(
         ":potable-cfn-alerts"
@@ -204,29 +213,9 @@ def test_workers_template_creates_shared_state_and_worker_services_on_moto(aws, 
 
     from core.settings import PROJECT_ROOT
 
-    ec2 = aws("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.2.0.0/16")["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.2.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
-        for i, z in ((1, "a"), (2, "b"))
-    ]
-    cfn = aws("cloudformation")
     body = (PROJECT_ROOT / "infra" / "cloudformation" / "potable-workers.yaml").read_text()
-    parameters = {
-        "Name": "potable-wk",
-        "VpcId": vpc,
-        "SubnetIds": ",".join(subnets),
-        "FlowImage": "repo/potable-flows:abc1234",
-        "PrefectApiUrl": "https://prefect.example.internal/api",
-    }
-    cfn.create_stack(
-        StackName="potable-wk",
-        TemplateBody=body,
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-        Capabilities=["CAPABILITY_NAMED_IAM"],
-    )
-    stack = cfn.describe_stacks(StackName="potable-wk")["Stacks"][0]
-    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    parameters = {"FlowImage": "repo/potable-flows:abc1234", "PrefectApiUrl": "https://prefect.example.internal/api"}
+    stack = _create_stack(aws, "potable-wk", body, "10.2", **parameters)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     assert outputs["MlflowTrackingUri"].startswith("http://") and outputs["MlflowTrackingUri"].endswith(":5000")
     assert outputs["StateBucket"].startswith("potable-wk-state-") and outputs["WorkPool"] == "potable-ecs"
