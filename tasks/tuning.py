@@ -13,6 +13,7 @@ import socket
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from sklearn.pipeline import Pipeline
 
 from core.settings import worker_name
 from tasks.estimators import build_pipeline, cv_roc_auc
-from tasks.tuning_pool import settle_shares, submit_shares, trials_done
+from tasks.tuning_pool import cancel_shares, settle_shares, submit_shares, trials_done
 
 logger = logging.getLogger(__name__)
 
@@ -227,12 +228,18 @@ def run_study(
         study.optimize(objective, n_trials=per_process[0], timeout=timeout, show_progress_bar=show_progress)
         for future in extra or []:
             future.result()
-        if remote:  # what the pool's shares did not finish (never started, failed, crashed) runs here
-            settled = settle_shares(remote, tuning.get("share_pickup_seconds", 30), tuning.get("share_timeout_seconds"))
+        if len(per_worker) > 1:  # what the pool's shares did not do (not submitted, started, finished) runs here
+            pickup, limit = tuning.get("share_pickup_seconds", 30), tuning.get("share_timeout_seconds")
+            settled = settle_shares(remote, pickup, limit) if remote else {}
             missing = tuning["n_trials"] - trials_done(study)
             logger.info("tune-share runs: %s; %d trial(s) left to run here", settled, max(0, missing))
             if missing > 0:
                 study.optimize(objective, n_trials=missing, timeout=timeout)
+    except BaseException:
+        if remote:
+            with suppress(Exception):  # the error that ended tuning matters more than a failed cancel
+                cancel_shares(remote)
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

@@ -31,10 +31,13 @@ def submit_shares(parent_run_id: str, study_name: str, seed: int, counts: list[i
     """One `tune-share` flow run per non-empty count, as subflows of the running train flow (the UI shows
     them under it). Returns at once; the pool's workers start them."""
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
 
     submitted = []
     for share, n in enumerate(counts, start=1):
-        if n:
+        if not n:
+            continue
+        try:
             run = run_deployment(
                 TUNE_SHARE_DEPLOYMENT,
                 parameters={
@@ -46,8 +49,23 @@ def submit_shares(parent_run_id: str, study_name: str, seed: int, counts: list[i
                 },
                 timeout=0,
             )
-            submitted.append(RemoteShare(run.id, share, n))
+        except ObjectNotFound:  # e.g. `potable train` on its private server: no pool, so this run does it all
+            logger.warning("no %s deployment on this Prefect API: all trials run here", TUNE_SHARE_DEPLOYMENT)
+            return submitted
+        submitted.append(RemoteShare(run.id, share, n))
     return submitted
+
+
+def cancel_shares(shares: list[RemoteShare]) -> None:
+    """Best effort when the train run fails: stop shares that would otherwise work for a dead study."""
+    from prefect import get_client
+    from prefect.states import Cancelling
+
+    with get_client(sync_client=True) as client:
+        for share in shares:
+            state = client.read_flow_run(share.flow_run_id).state
+            if state is None or not state.is_final():
+                client.set_flow_run_state(share.flow_run_id, Cancelling(message="the train run failed"), force=True)
 
 
 def settle_shares(

@@ -186,6 +186,21 @@ def postgres_db():
         yield create
 
 
+@pytest.fixture(autouse=True)
+def _figures_go_on_the_report(request):
+    from tests import figures
+
+    figures.CURRENT = request.node
+    yield
+    figures.CURRENT = None
+
+
+def pytest_runtest_logreport(report) -> None:
+    from tests.figures import collect
+
+    collect(report)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     from tests.figures import MEASURED  # one module for every importer (conftest itself is imported twice)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from core.settings import FEATURES, MODEL_NAME, Settings
 from flows.training import train
 from tests.conftest import free_port
+from tests.processes import stop_group
 
 pytestmark = pytest.mark.e2e
 
@@ -46,9 +46,7 @@ def test_a_version_packaged_elsewhere_is_rebuilt_from_the_registry_and_served(
         assert answer is not None and answer.status_code == 200, log.read_text()[-3000:]
         assert answer.json()["model_version"] == summary["model_version"]
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
+        stop_group(server)
     from mlflow import MlflowClient
 
     recorded = MlflowClient(settings.tracking_uri).get_model_version(MODEL_NAME, summary["model_version"])

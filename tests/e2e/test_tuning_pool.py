@@ -4,7 +4,6 @@ study on Postgres; with no worker to take them, the train run does the whole bud
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import yaml
 from core.settings import CONFIG_DIR, PROJECT_ROOT
 from flows.training import train
 from tests.figures import figure
+from tests.processes import stop_group
 
 pytestmark = pytest.mark.e2e
 
@@ -72,6 +72,24 @@ def test_with_no_worker_the_share_is_cancelled_and_the_budget_runs_here(
     assert "not started by any worker" in shares[0].state.message
 
 
+def test_without_a_share_deployment_the_train_run_does_every_trial(
+    prefect_api, settings, tmp_path, monkeypatch
+) -> None:
+    """`potable train` runs on a private Prefect server with no deployments: `tuning.workers` changes nothing."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_deployment(client.read_deployment_by_name("tune-share/tune-share").id)
+        except ObjectNotFound:
+            pass
+    _config(tmp_path, monkeypatch, n_trials=3, workers=3)
+    summary = train()
+    study = optuna.load_study(study_name=summary["optuna_study"], storage=settings.optuna_url)
+    assert len(study.trials) == 3 and {t.user_attrs["worker_pid"] for t in study.trials} == {os.getpid()}
+
+
 def test_a_worker_on_the_pool_takes_a_share_of_the_trials(
     prefect_api, settings, tmp_path, monkeypatch, postgres_db
 ) -> None:
@@ -106,8 +124,7 @@ def test_a_worker_on_the_pool_takes_a_share_of_the_trials(
         summary = train()
         took = time.monotonic() - began
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
+        stop_group(worker)
     study = optuna.load_study(study_name=summary["optuna_study"], storage=optuna_db)
     by_process: dict[int, int] = {}
     for trial in study.trials:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from tests.conftest import free_port
 from tests.figures import figure
 from tests.journey.conftest import release_config
 from tests.postgres import postgres_databases
+from tests.processes import stop_group
 
 pytestmark = [pytest.mark.journey, pytest.mark.e2e]
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -40,16 +40,6 @@ DEPLOYMENTS = {  # deployment → (entrypoint, the machine whose queue it is on)
     "tune-share/tune-share": ("flows/tuning_share.py:tune_share", "b"),
     "release/release": ("flows/release.py:release", "b"),
 }
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _mlflow_server(backend: str, artifacts: str, moto: str, log: Path) -> tuple[subprocess.Popen, str]:
@@ -70,7 +60,7 @@ def _mlflow_server(backend: str, artifacts: str, moto: str, log: Path) -> tuple[
             pass
         assert server.poll() is None, log.read_text()[-3000:]
         time.sleep(0.5)
-    _stop(server)
+    stop_group(server)
     raise AssertionError(f"MLflow server not up: {log.read_text()[-3000:]}")
 
 
@@ -216,7 +206,7 @@ def test_two_workers_share_nothing_but_the_services(prefect_api, moto_endpoint, 
                 else None
             )
             for process in processes:
-                _stop(process)
+                stop_group(process)
         trail = PostgresAuditTrail(db["audit"])
         verdict = trail.verify()
         writers = pd.Series([e["writer"] for e in trail.entries()]).value_counts().to_dict()
