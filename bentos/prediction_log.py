@@ -187,7 +187,8 @@ CREATE_TABLE = (
 
 
 def libpq_url(url: str) -> str:
-    """psycopg2 takes libpq URLs; accept SQLAlchemy's `postgresql+psycopg2://` spelling as well."""
+    """psycopg2 takes libpq URLs; accept SQLAlchemy's `postgresql+psycopg2://` spelling as well.
+    Repeated from core.postgres on purpose: the Bento carries its own files only."""
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
 
 

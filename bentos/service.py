@@ -265,8 +265,9 @@ def lean_request_metrics() -> None:
     async def counted(self, scope, receive, send) -> None:
         path = scope.get("path", "")
         known = path in KNOWN_PATHS or path.startswith("/static_content/")
-        if scope["type"] != "http" or path == "/metrics":
-            await original(self, scope if known else {**scope, "path": UNKNOWN_PATH}, receive, send)
+        if scope["type"] != "http" or path == "/metrics":  # websockets (none served) keep BentoML's code
+            relabel = scope["type"] == "websocket" and not known
+            await original(self, {**scope, "path": UNKNOWN_PATH} if relabel else scope, receive, send)
             return
         if not self._is_setup:
             self._setup()

@@ -13,15 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from core.settings import worker_name
 
 GENESIS = "0" * 64
 SUBJECT_KEYS = ("data_sha256", "run_id", "model_version", "bento_tag", "image_digest", "slot", "study")
@@ -48,28 +50,28 @@ class Verdict:
     reason: str = ""
 
 
-class AuditTrail:
+class AuditTrail(ABC):
     """The chain: building, checking and reading entries. Subclasses say where the entries are kept."""
 
     unit = "line"  # what `Verdict.bad_line` counts, for messages
-    writer = socket.gethostname()
+
+    def __init__(self, writer: str | None = None) -> None:
+        self.writer = writer or worker_name()  # which machine/worker: several may share one trail
 
     @property
-    def where(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def where(self) -> str: ...
 
-    def exists(self) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def exists(self) -> bool: ...
 
+    @abstractmethod
     def _read_lines(self) -> list[str]:
         """Every entry's canonical JSON, in chain order."""
-        raise NotImplementedError
 
-    @contextmanager
-    def _appending(self) -> Iterator[tuple[list[str], Callable[[int, bytes], None]]]:
+    @abstractmethod
+    def _appending(self) -> AbstractContextManager[tuple[list[str], Callable[[int, bytes], None]]]:
         """Exclusive: the entries as they are now, and a writer for one more (seq, canonical JSON)."""
-        raise NotImplementedError
-        yield
 
     def append(self, actor: str, action: str, subject: dict[str, Any], details: dict[str, Any] | None = None) -> dict:
         unknown = set(subject) - set(SUBJECT_KEYS)
@@ -86,7 +88,7 @@ class AuditTrail:
                 "seq": len(lines) + 1,
                 "timestamp": datetime.now(UTC).isoformat(timespec="microseconds"),
                 "actor": actor,
-                "writer": self.writer,  # which machine/worker: several may share one trail
+                "writer": self.writer,
                 "action": action,
                 "subject": {k: str(v) for k, v in subject.items() if v is not None},
                 "details": details or {},
@@ -140,8 +142,8 @@ class AuditLog(AuditTrail):
     """The audit trail in a JSONL file at `path` (default POTABLE_HOME/audit/audit.jsonl): one machine."""
 
     def __init__(self, path: Path, writer: str | None = None):
+        super().__init__(writer)
         self.path = Path(path)
-        self.writer = writer or self.writer
         self._lock = FileLock(str(self.path) + ".lock", timeout=60)
 
     @property

@@ -26,8 +26,8 @@ class PostgresAuditTrail(AuditTrail):
     unit = "row"
 
     def __init__(self, url: str, connect_timeout: int = 10, writer: str | None = None) -> None:
+        super().__init__(writer)
         self.url, self.connect_timeout = libpq_url(url), connect_timeout
-        self.writer = writer or self.writer
 
     @property
     def where(self) -> str:

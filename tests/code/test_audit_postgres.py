@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.postgres import libpq_url
+from core.postgres import transaction
 from governance.audit import GENESIS, BrokenChain, entry_hash
 from governance.audit_postgres import TABLE, PostgresAuditTrail
 
@@ -30,15 +30,9 @@ def _filled(url: str, n: int = 5) -> PostgresAuditTrail:
 
 def _sql(url: str, *statements: tuple[str, tuple]) -> None:
     """What a person with write access to the database could do behind the platform's back."""
-    import psycopg2
-
-    conn = psycopg2.connect(libpq_url(url))
-    try:
-        with conn, conn.cursor() as cur:
-            for statement, params in statements:
-                cur.execute(statement, params)
-    finally:
-        conn.close()
+    with transaction(url, "tampering") as cur:
+        for statement, params in statements:
+            cur.execute(statement, params)
 
 
 def _entry(url: str, seq: int) -> dict:
