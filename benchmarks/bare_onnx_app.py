@@ -22,6 +22,7 @@ THRESHOLD = float(os.environ.get("POTABLE_BASELINE_THRESHOLD", "0.5"))
 
 _options = ort.SessionOptions()
 _options.intra_op_num_threads = _options.inter_op_num_threads = 1
+_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as the service
 _session = ort.InferenceSession(os.environ["POTABLE_BARE_ONNX_PATH"], _options, providers=["CPUExecutionProvider"])
 _HEADERS = [(b"content-type", b"application/json")]
 

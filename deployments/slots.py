@@ -22,6 +22,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+# A release waits for the slot: polling every 0.3 s added 0.15 s on average to a ~5 s start (slot_start.py).
+READY_POLL_SECONDS = 0.05
+
 
 class SlotError(RuntimeError):
     """The slot did not become ready (its log says why)."""
@@ -106,7 +109,7 @@ def wait_ready(slot: SlotProcess, timeout: float) -> float:
                 return time.monotonic() - began
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
+        time.sleep(READY_POLL_SECONDS)
     raise SlotError(f"slot {slot.name} not ready after {timeout:.0f} s; see {slot.log}")
 
 

@@ -106,6 +106,9 @@ def session(model, threads: int = 1):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = threads
     options.log_severity_level = 3  # skl2onnx leaves an unused initializer; ORT warns about it on every load
+    # As the service runs it, so parity is checked on the session that serves. Graph rewrites find nothing
+    # to fuse in a tree ensemble; skipping them cuts a 14 MB forest's load by a third, no call slower.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     payload = model if isinstance(model, bytes) else model.SerializeToString()
     return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
 

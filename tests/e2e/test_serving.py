@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,9 +19,14 @@ import numpy as np
 import pytest
 import schemathesis
 
-from core.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
+from core.lineage import training_batch
+from core.settings import BUNDLED_DATA, FEATURES, MODEL_NAME, get_settings
+from core.versions import ModelRegistry
+from deployments.slots import slot_bentoml_home
 from flows.training import train
 from tasks.data import read_batch, split_batch
+from tasks.onnx_export import BackgroundExport
+from tasks.packaging import package_version
 from tests.e2e.browser import chromium
 from tests.figures import figure
 from tests.postgres import postgres_databases
@@ -57,21 +64,21 @@ def served(prefect_api, tmp_path_factory):
 def _serve_new_version():
     summary = train(trials=1)
     assert summary["bento_tag"], summary["gate_failures"]
-    port = _free_port()
     env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"], "POTABLE_API_TOKEN": TOKEN}
     env |= {"POTABLE_RATE_LIMIT_PER_SECOND": str(RATE), "POTABLE_PREDICTION_LOG_CLIENT_ROWS_PER_MINUTE": str(BUDGET)}
     env |= {"POTABLE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}
     env |= {"POTABLE_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT)}
+    with bento_server(summary["bento_tag"], env) as base:
+        yield base, summary
+
+
+@contextmanager
+def bento_server(bento_tag: str, env: dict[str, str]) -> Iterator[str]:
+    """`bentoml serve <bento_tag>` on a free port until /readyz answers; stopped (group) on exit."""
+    port = _free_port()
+    bentoml_cli = str(Path(sys.executable).with_name("bentoml"))
     server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("bentoml")),
-            "serve",
-            summary["bento_tag"],
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [bentoml_cli, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -88,7 +95,7 @@ def _serve_new_version():
                 pass
             assert server.poll() is None, "bentoml serve exited"
             time.sleep(0.5)
-        yield base, summary
+        yield base
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -98,23 +105,26 @@ def _serve_new_version():
             server.wait()
 
 
+def golden_rows(rows: int = 20):
+    golden = split_batch(read_batch(BUNDLED_DATA), 0.2, 42).X_test.head(rows)
+    return golden, [{k: (None if np.isnan(v) else float(v)) for k, v in r.items()} for r in golden.to_dict("records")]
+
+
 def test_bento_answers_like_the_registered_model(served) -> None:
     base, summary = served
     from core.settings import Settings
 
     mlflow.set_tracking_uri(Settings().tracking_uri)
     model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{summary['model_version']}")
-    golden = split_batch(read_batch(BUNDLED_DATA), 0.2, 42).X_test.head(20)
+    golden, records = golden_rows()
     expected = model.predict_proba(golden)[:, 1]
 
-    for i, (_, row) in enumerate(golden.iterrows()):
-        body = {k: (None if np.isnan(v) else float(v)) for k, v in row.items()}
+    for i, body in enumerate(records):
         answer = httpx.post(f"{base}/predict", json=body, headers=AUTH, timeout=30).json()
         assert answer["model_version"] == summary["model_version"]
         assert answer["probabilities"][0][1] == pytest.approx(expected[i], abs=1e-5)  # ONNX parity bound
         assert answer["predictions"] == [int(expected[i] >= summary["threshold"])]
 
-    records = [{k: (None if np.isnan(v) else float(v)) for k, v in r.items()} for r in golden.to_dict("records")]
     batch = httpx.post(f"{base}/predict_batch", json={"samples": records}, headers=AUTH, timeout=30).json()
     assert np.allclose([p[1] for p in batch["probabilities"]], expected, atol=1e-5)
 
@@ -123,6 +133,35 @@ def test_bento_answers_like_the_registered_model(served) -> None:
     assert meta["runtime"] == "onnx"
     public = httpx.get(f"{base}/metadata", timeout=10).json()  # without the token: no lineage
     assert public == {"model_version": summary["model_version"], "runtime": "onnx", "threshold": meta["threshold"]}
+
+
+def test_a_version_without_onnx_is_served_by_its_sklearn_pipeline(served, tmp_path) -> None:
+    """The fallback when the ONNX export fails (here a real fault: the converting process is killed): the
+    Bento serves the registered sklearn Pipeline, answering like it (the only path that imports pandas)."""
+    _, summary = served
+    settings = get_settings()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    version = summary["model_version"]
+    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
+    export = BackgroundExport(model, training_batch(summary["mlflow_run_id"]).features)
+    os.kill(export._process.pid, signal.SIGKILL)
+    packaged = package_version(version, settings, actor="test", onnx_export=export, rebuild=True)
+    assert packaged.runtime == "sklearn" and packaged.bento_tag != summary["bento_tag"]
+    golden, records = golden_rows()
+    expected = model.predict_proba(golden)[:, 1]
+    # Its own prediction log, and its own BENTOML_HOME (the stores linked): a starting BentoML server wipes
+    # its home's Prometheus folder, which would reset the module's server's /metrics.
+    bentoml_home = slot_bentoml_home(tmp_path, "sklearn", Path(os.environ["BENTOML_HOME"]))
+    env = {**os.environ, "POTABLE_API_TOKEN": TOKEN, "POTABLE_HOME": str(tmp_path), "BENTOML_HOME": str(bentoml_home)}
+    env.pop("POTABLE_PREDICTION_LOG_DATABASE_URL", None)
+    with bento_server(packaged.bento_tag, env) as base:
+        batch = httpx.post(f"{base}/predict_batch", json={"samples": records}, headers=AUTH, timeout=60).json()
+        one = httpx.post(f"{base}/predict", json=records[0], headers=AUTH, timeout=60).json()
+        meta = httpx.get(f"{base}/metadata", timeout=10).json()
+    assert meta == {"model_version": version, "runtime": "sklearn", "threshold": meta["threshold"]}
+    assert np.allclose([p[1] for p in batch["probabilities"]], expected, atol=1e-6)
+    assert one["probabilities"][0][1] == pytest.approx(expected[0], abs=1e-6)
+    assert ModelRegistry(settings).get(version).bento_tag == summary["bento_tag"]  # a rebuild records nothing
 
 
 @pytest.mark.parametrize(
