@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from core.environment import child_env
+from core.mlflow_store import seed_blank_store
 from core.settings import PROJECT_ROOT, Settings
 
 WORK_POOL = "potable-process"
@@ -211,6 +212,7 @@ def _register_crash_automation(settings: Settings, env: dict[str, str]) -> None:
 def up(settings: Settings) -> dict[str, dict]:
     """Start what is not running yet, register the deployments, return the status."""
     check_exposure(settings)  # before anything starts
+    seed_blank_store(settings)  # before the MLflow UI opens (and would migrate) a new home's store
     env = platform_env(settings)
     current = {name: r for name, r in records(settings).items() if running(r)}
     wanted = [service for service in services(settings) if service.name not in current]

@@ -64,9 +64,10 @@ class PrefectServer:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        prefect_cli = Path(sys.executable).with_name("prefect")
         argv = [
-            str(prefect_cli) if prefect_cli.exists() else sys.executable,
+            sys.executable,
+            "-m",
+            "potable.prefect_server",  # `prefect` with a quick exit: the command waits for the server to end
             "server",
             "start",
             "--host",
@@ -78,8 +79,6 @@ class PrefectServer:
             "--no-late-runs",
             "--analytics-off",
         ]
-        if not prefect_cli.exists():
-            argv[1:1] = ["-m", "prefect"]
         env = {**os.environ, "PREFECT_HOME": str(prefect_home)}
         env.pop("PREFECT_API_URL", None)
         self.process = subprocess.Popen(  # nosec B603 # fixed argv, no shell

@@ -12,6 +12,7 @@ probabilities); ONNX Runtime has no float64 imputer kernel. The final estimator 
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,8 +131,9 @@ def export_checked(pipeline: Pipeline, X: pd.DataFrame, tolerance: float = PARIT
     return OnnxExport(model, diff, len(X))
 
 
-def _export_in_child(conn, pipeline: Pipeline, X: pd.DataFrame) -> None:
+def _export_in_child(conn) -> None:
     try:
+        pipeline, X = conn.recv()  # unpickling imports sklearn here, while the parent's flow goes on
         export = export_checked(pipeline, X)
         conn.send(("ok", export.model.SerializeToString(), export.max_abs_diff, export.rows_checked))
     except OnnxExportError as exc:
@@ -155,12 +157,20 @@ class BackgroundExport:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")  # fork would copy the flow's threads and locks
-        self._conn, child_conn = context.Pipe(duplex=False)
-        self._process = context.Process(
-            target=_export_in_child, args=(child_conn, pipeline, X), name="onnx-export", daemon=True
-        )
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(target=_export_in_child, args=(child_conn,), name="onnx-export", daemon=True)
         self._process.start()
         child_conn.close()
+        # The model goes over the pipe from a thread: a pipe holds 64 KB, so a writer waits until the new
+        # process has started Python and imported sklearn to unpickle it (~2 s the flow used to wait).
+        self._sender = threading.Thread(target=self._send, args=(pipeline, X), name="onnx-export-send", daemon=True)
+        self._sender.start()
+
+    def _send(self, pipeline: Pipeline, X: pd.DataFrame) -> None:
+        try:
+            self._conn.send((pipeline, X))
+        except OSError:  # the child died or was discarded: result() says so
+            pass
 
     def result(self, timeout: float = 900.0) -> OnnxExport:
         """The checked export; OnnxExportError when it was refused, the child died or took too long."""
@@ -183,4 +193,5 @@ class BackgroundExport:
         if self._process.is_alive():
             self._process.terminate()
         self._process.join(timeout=10)
+        self._sender.join(timeout=10)  # its write fails once the child is gone
         self._conn.close()

@@ -16,6 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
+from core.mlflow_store import seed_blank_store
 from core.settings import MODEL_NAME, PROJECT_ROOT, Settings
 from core.versions import CANDIDATE, ModelRegistry, as_tags
 from tasks.retries import io_retries
@@ -23,6 +24,7 @@ from tasks.retries import io_retries
 
 def setup_mlflow(settings: Settings) -> str:
     """Point MLflow at the configured store; a local store keeps its artifacts under POTABLE_HOME."""
+    seed_blank_store(settings)  # a new home's default store: a migrated copy, not MLflow's migrations
     mlflow.set_tracking_uri(settings.tracking_uri)
     experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
     if experiment is None:

@@ -38,8 +38,8 @@ def train(
         from tasks.data import BatchError
         from tasks.registry import setup_mlflow
 
-        # A new home's MLflow store is created (~2 s of migrations) while the Prefect server still starts;
-        # the flow sets MLflow up itself as usual and finds the store there.
+        # A new home's MLflow store is created (a copy of the blank one, else MLflow's migrations) while
+        # the Prefect server still starts; the flow sets MLflow up itself as usual and finds the store there.
         setup_mlflow(get_settings())
 
         return train_flow, (BatchRejected, BatchError)
