@@ -153,24 +153,25 @@ def tune_evaluate_register(
             }
         )
         mlflow.log_dict(config, "config/training.json")
-        tuning = tune_models(
-            parts.X_train, parts.y_train, config, settings.optuna_url, study_name, config["seed"], show_progress
-        )
-        mlflow.log_params({f"best_{k}": v for k, v in tuning.params_for_logging().items()})
-        mlflow.log_metric("cv_roc_auc", tuning.best_value)
-        threshold = choose_threshold_task(
-            tuning.pipeline,
-            parts.X_train,
-            parts.y_train,
-            config["cv_folds"],
-            config["seed"],
-            config["threshold"],
-            tuning.oof_proba,
-        )
-        model = refit_best(tuning.pipeline, parts.X_train, parts.y_train)
-        # Parity rows: the whole batch, as logged for lineage (what `potable package` checks later).
-        onnx_export = BackgroundExport(model, frame.loc[:, list(FEATURES)].astype("float64"))
+        onnx_export = BackgroundExport()  # its process starts while the flow tunes; the model comes later
         try:
+            tuning = tune_models(
+                parts.X_train, parts.y_train, config, settings.optuna_url, study_name, config["seed"], show_progress
+            )
+            mlflow.log_params({f"best_{k}": v for k, v in tuning.params_for_logging().items()})
+            mlflow.log_metric("cv_roc_auc", tuning.best_value)
+            threshold = choose_threshold_task(
+                tuning.pipeline,
+                parts.X_train,
+                parts.y_train,
+                config["cv_folds"],
+                config["seed"],
+                config["threshold"],
+                tuning.oof_proba,
+            )
+            model = refit_best(tuning.pipeline, parts.X_train, parts.y_train)
+            # Parity rows: the whole batch, as logged for lineage (what `potable package` checks later).
+            onnx_export.convert(model, frame.loc[:, list(FEATURES)].astype("float64"))
             plot_dir = settings.reports_dir / "runs" / run.info.run_id
             evaluation = evaluate_model(model, parts.X_test, parts.y_test, threshold, plot_dir)
             mlflow.log_metric("threshold", threshold)

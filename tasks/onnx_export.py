@@ -133,7 +133,12 @@ def export_checked(pipeline: Pipeline, X: pd.DataFrame, tolerance: float = PARIT
 
 def _export_in_child(conn) -> None:
     try:
-        pipeline, X = conn.recv()  # unpickling imports sklearn here, while the parent's flow goes on
+        # Imported while the flow still tunes: once the model arrives only the conversion is left.
+        import onnxruntime  # noqa: F401
+        import skl2onnx  # noqa: F401
+        from onnx import compose  # noqa: F401
+
+        pipeline, X = conn.recv()
         export = export_checked(pipeline, X)
         conn.send(("ok", export.model.SerializeToString(), export.max_abs_diff, export.rows_checked))
     except OnnxExportError as exc:
@@ -145,15 +150,16 @@ def _export_in_child(conn) -> None:
 
 
 class BackgroundExport:
-    """`export_checked` in a spawned process, started as soon as the model is fitted.
+    """`export_checked` in a spawned process, started before the model exists and given it once fitted.
 
     Why: skl2onnx walks every tree node in Python (~7 s for the default 300-tree model, one core), yet
     nothing before packaging needs the result, so it runs on the other core while the flow evaluates,
-    registers and governs. The parity check is the same one, on the same rows; a version that fails the
-    gate discards it unused.
+    registers and governs. The process starts (Python, sklearn, skl2onnx, ONNX Runtime: ~3 s) while the
+    flow tunes, so only the conversion is left when the model arrives. The parity check is the same one,
+    on the same rows; a version that fails the gate discards it unused.
     """
 
-    def __init__(self, pipeline: Pipeline, X: pd.DataFrame):
+    def __init__(self):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")  # fork would copy the flow's threads and locks
@@ -161,10 +167,14 @@ class BackgroundExport:
         self._process = context.Process(target=_export_in_child, args=(child_conn,), name="onnx-export", daemon=True)
         self._process.start()
         child_conn.close()
-        # The model goes over the pipe from a thread: a pipe holds 64 KB, so a writer waits until the new
-        # process has started Python and imported sklearn to unpickle it (~2 s the flow used to wait).
+        self._sender: threading.Thread | None = None
+
+    def convert(self, pipeline: Pipeline, X: pd.DataFrame) -> BackgroundExport:
+        """Hand the fitted model and its parity rows over; returns at once (result() collects)."""
+        # From a thread: a pipe holds 64 KB, so the write lasts until the child has read the whole model.
         self._sender = threading.Thread(target=self._send, args=(pipeline, X), name="onnx-export-send", daemon=True)
         self._sender.start()
+        return self
 
     def _send(self, pipeline: Pipeline, X: pd.DataFrame) -> None:
         try:
@@ -193,5 +203,6 @@ class BackgroundExport:
         if self._process.is_alive():
             self._process.terminate()
         self._process.join(timeout=10)
-        self._sender.join(timeout=10)  # its write fails once the child is gone
+        if self._sender is not None:
+            self._sender.join(timeout=10)  # its write fails once the child is gone
         self._conn.close()

@@ -70,7 +70,7 @@ def test_answers_beyond_the_tolerance_are_refused(rows, labels) -> None:
 def test_the_background_export_is_the_same_checked_export(rows, labels) -> None:
     """The train flow converts in a spawned process while it evaluates: same graph answers, same check."""
     pipeline = build_pipeline("extra_trees", FAMILIES["extra_trees"], seed=0).fit(rows, labels)
-    export = BackgroundExport(pipeline, rows).result(timeout=300)
+    export = BackgroundExport().convert(pipeline, rows).result(timeout=300)
     assert export.rows_checked == len(rows) and export.max_abs_diff <= 1e-5
     got = positive_probability(session(export.model), rows.to_numpy(dtype=np.float64))
     assert np.max(np.abs(got - pipeline.predict_proba(rows)[:, 1])) <= 1e-5
@@ -81,13 +81,13 @@ def test_a_refusal_in_the_background_comes_back_as_the_same_error(rows, labels) 
         rows, labels
     )
     with pytest.raises(OnnxExportError, match="minmax"):
-        BackgroundExport(pipeline, rows).result(timeout=300)
+        BackgroundExport().convert(pipeline, rows).result(timeout=300)
 
 
 def test_a_killed_export_process_is_a_clear_error_not_a_hang(rows, labels) -> None:
     """A real fault: SIGKILL to the converting process. Packaging then serves with sklearn (tested in e2e)."""
     pipeline = build_pipeline("extra_trees", FAMILIES["extra_trees"], seed=0).fit(rows, labels)
-    started = BackgroundExport(pipeline, rows)
+    started = BackgroundExport().convert(pipeline, rows)
     os.kill(started._process.pid, signal.SIGKILL)
     began = time.monotonic()
     with pytest.raises(OnnxExportError, match="died"):
@@ -97,7 +97,15 @@ def test_a_killed_export_process_is_a_clear_error_not_a_hang(rows, labels) -> No
 
 def test_discarding_stops_a_running_export(rows, labels) -> None:
     pipeline = build_pipeline("extra_trees", FAMILIES["extra_trees"], seed=0).fit(rows, labels)
-    started = BackgroundExport(pipeline, rows)
+    started = BackgroundExport().convert(pipeline, rows)
     started.discard()
     started.discard()  # idempotent: the flow discards again after packaging collected it
+    assert not started._process.is_alive()
+
+
+def test_an_export_never_given_a_model_is_stopped_by_discard() -> None:
+    """The flow starts the export process before tuning; a run that fails there discards it unused."""
+    started = BackgroundExport()
+    assert started._process.is_alive()  # waiting for the model
+    started.discard()
     assert not started._process.is_alive()

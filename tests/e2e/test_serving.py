@@ -143,7 +143,7 @@ def test_a_version_without_onnx_is_served_by_its_sklearn_pipeline(served, tmp_pa
     mlflow.set_tracking_uri(settings.tracking_uri)
     version = summary["model_version"]
     model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
-    export = BackgroundExport(model, training_batch(summary["mlflow_run_id"]).features)
+    export = BackgroundExport().convert(model, training_batch(summary["mlflow_run_id"]).features)
     os.kill(export._process.pid, signal.SIGKILL)
     packaged = package_version(version, settings, actor="test", onnx_export=export, rebuild=True)
     assert packaged.runtime == "sklearn" and packaged.bento_tag != summary["bento_tag"]
