@@ -175,6 +175,22 @@ def wait_for_url(url: str, name: str, log: str, timeout: float, accept_html: boo
     raise PlatformError(f"{name} did not answer {url} within {timeout:.0f} s; see {log}")
 
 
+def wait_for_watcher_baseline(settings: Settings, timeout: float) -> None:
+    """A new watcher first records what the landing area already holds, and announces only what comes
+    after. `up` returns once that baseline is saved: a file dropped right after `up` returned was taken
+    for an old one (and never trained on) when the watcher started slower than the upload. A watcher
+    that cannot take it in time is reported, not fatal (the supervisor and its log take it from there)."""
+    from potable.watcher import state_path
+
+    path, deadline = state_path(settings), time.monotonic() + timeout
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            log = settings.home_dir / "logs" / "watcher.log"
+            print(f"warning: the watcher has not recorded the landing area yet; see {log}", file=sys.stderr)
+            return
+        time.sleep(0.2)
+
+
 def register_deployments(settings: Settings, env: dict[str, str]) -> None:
     """Work pool (idempotent) and every deployment in prefect.yaml."""
     prefect = _bin("prefect")
@@ -229,6 +245,8 @@ def up(settings: Settings) -> dict[str, dict]:
             start(service, settings, env)
         for name, url in (("mlflow", f"http://127.0.0.1:{settings.mlflow_port}/health"),):
             wait_for_url(url, name, str(settings.home_dir / "logs" / f"{name}.log"), settings.start_timeout_seconds)
+        if any(s.name == "watcher" for s in wanted):
+            wait_for_watcher_baseline(settings, settings.start_timeout_seconds)
     except PlatformError:
         down(settings)  # nothing half-started stays behind
         raise

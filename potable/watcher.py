@@ -211,9 +211,14 @@ def emit_arrivals(arrivals: list[Arrival]) -> None:
         EventsWorker.drain_all()
 
 
+def state_path(settings: Settings) -> Path:
+    """What the watcher has seen; written once it has taken its baseline (`potable up` waits for it)."""
+    return settings.home_dir / "run" / "watcher-state.json"
+
+
 def source_for(watch: str, settings: Settings) -> Source:
     """`s3://bucket/prefix` (listing), `sqs://…` / an https SQS queue URL (notifications), else a folder."""
-    state = StateFile(settings.home_dir / "run" / "watcher-state.json")
+    state = StateFile(state_path(settings))
     if watch.startswith("s3://"):
         import boto3
 
