@@ -328,14 +328,17 @@ def test_a_client_over_its_rate_gets_429_and_others_are_served(served) -> None:
                 limited_seen.set()
         return answers
 
-    async def hammer() -> list[httpx.Response]:  # 16 connections looping, all one client
-        async with httpx.AsyncClient(headers=AUTH | {"X-Forwarded-For": "198.51.100.9"}, timeout=30) as client:
+    # 16 connections looping, all one client without the token: the limit counts every request before the
+    # token check, and a 401 costs the server little, so even a loaded machine goes past the rate (with
+    # authenticated predictions a busy CI machine stayed under 200 requests/s per worker: no 429 to see).
+    async def hammer() -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers={"X-Forwarded-For": "198.51.100.9"}, timeout=30) as client:
             until, last = time.monotonic() + 3, time.monotonic() + 20
             return [r for rs in await asyncio.gather(*(loop(client, until, last) for _ in range(16))) for r in rs]
 
     answers = asyncio.run(hammer())
     limited = [r for r in answers if r.status_code == 429]
-    assert limited and {r.status_code for r in answers} <= {200, 429}
+    assert limited and {r.status_code for r in answers} <= {401, 429}
     assert limited[0].headers["Retry-After"] == "1" and limited[0].json()["error"] == "too many requests"
     polite = {"X-Forwarded-For": "198.51.100.10"}
     assert httpx.post(f"{base}/predict", json=sample, headers=AUTH | polite, timeout=30).status_code == 200
