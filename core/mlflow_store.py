@@ -41,7 +41,9 @@ def seed_blank_store(settings: Settings) -> bool:
     with closing(sqlite3.connect(staged)) as db, db:
         # MLflow's own Default experiment keeps its artifacts where a new store would have put them.
         location = (settings.artifact_root / str(DEFAULT_EXPERIMENT_ID)).as_uri()
-        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (location, 0))
+        db.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (location, DEFAULT_EXPERIMENT_ID)
+        )
     try:
         os.link(staged, target)
     except FileExistsError:
