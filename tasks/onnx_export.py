@@ -190,7 +190,7 @@ class BackgroundExport:
             if not self._conn.poll(timeout):
                 raise OnnxExportError(f"ONNX export did not finish within {timeout:.0f} s")
             status, payload, diff, rows = self._conn.recv()
-        except EOFError as exc:
+        except (EOFError, ConnectionResetError) as exc:  # which one depends on where the child was killed
             raise OnnxExportError(f"the ONNX export process died (exit code {self._process.exitcode})") from exc
         finally:
             self.discard()
