@@ -29,7 +29,15 @@ from contextlib import closing, contextmanager
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
-BLANK_FILES = ("prefect.db", "memo_store.toml")  # the migrated database; the block registration's memo
+BLANK_FILES = ("prefect.db",)  # the migrated database, block types registered
+# A seeded home's first start skips block registration: the copy holds the block types this venv's Prefect
+# and collections registered at set-up. Prefect's memo of that registration cannot carry over (its hash
+# includes the database URL, which names the home), and checking it imports every collection (prefect-aws:
+# ~1 s) before the server answers; the next start registers and memoizes as usual.
+SEEDED_START_ENV = {
+    "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false",
+    "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+}
 
 
 class PrefectApiError(RuntimeError):
@@ -58,7 +66,7 @@ class PrefectServer:
         prefect_home.mkdir(parents=True, exist_ok=True)
         self._start_lock = open(prefect_home / "server-start.lock", "w")  # noqa: SIM115 - closed in _started()
         fcntl.flock(self._start_lock, fcntl.LOCK_EX)
-        seed_blank_database(prefect_home)
+        seeded = seed_blank_database(prefect_home)
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +87,7 @@ class PrefectServer:
             "--no-late-runs",
             "--analytics-off",
         ]
-        env = {**os.environ, "PREFECT_HOME": str(prefect_home)}
+        env = {**os.environ, "PREFECT_HOME": str(prefect_home)} | (SEEDED_START_ENV if seeded else {})
         env.pop("PREFECT_API_URL", None)
         self.process = subprocess.Popen(  # nosec B603 # fixed argv, no shell
             argv,
@@ -144,10 +152,10 @@ def seed_blank_database(prefect_home: Path) -> bool:
         return False
     source = blank_database_dir()
     prefect_home.mkdir(parents=True, exist_ok=True)
-    for name in reversed(BLANK_FILES):  # the database last: its presence means the copy is complete
+    for name in BLANK_FILES:
         partial = prefect_home / f".{name}.partial"
         shutil.copyfile(source / name, partial)
-        partial.replace(prefect_home / name)
+        partial.replace(prefect_home / name)  # renamed when whole: a server never opens half a file
     return True
 
 
@@ -171,7 +179,6 @@ def make_blank_database() -> Path:
         with closing(sqlite3.connect(home / "prefect" / "prefect.db")) as live:
             with closing(sqlite3.connect(staged / "prefect.db")) as copy:
                 live.backup(copy)
-        shutil.copyfile(home / "prefect" / "memo_store.toml", staged / "memo_store.toml")
     shutil.rmtree(target, ignore_errors=True)
     staged.rename(target)
     return target
