@@ -49,7 +49,11 @@ def platform(tmp_path):
 def _start_train(api: str, trials: int) -> str:
     deployment = httpx.get(f"{api}/deployments/name/train/train", timeout=10).json()
     body = {"parameters": {"trials": trials}}
-    started = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json=body, timeout=30)
+    for _ in range(5):  # 503 while the server's SQLite is busy: retried, as Prefect's own client does
+        started = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json=body, timeout=30)
+        if started.status_code != 503:
+            break
+        time.sleep(2)
     assert started.status_code == 201, started.text
     return started.json()["id"]
 

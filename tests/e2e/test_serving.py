@@ -69,6 +69,16 @@ def _serve_new_version():
         yield base, summary
 
 
+def _side_server_env(home: Path, rate: float) -> dict[str, str]:
+    """A second server beside the module's: its own POTABLE_HOME (prediction log) and BENTOML_HOME (the stores
+    linked), since a starting BentoML server wipes its home's Prometheus folder, which would reset the
+    module's server's /metrics."""
+    env = _slot_env(rate) | {"POTABLE_HOME": str(home)}
+    env["BENTOML_HOME"] = str(slot_bentoml_home(home, "side", Path(os.environ["BENTOML_HOME"])))
+    env.pop("POTABLE_PREDICTION_LOG_DATABASE_URL", None)
+    return env
+
+
 def _slot_env(rate: float) -> dict[str, str]:
     env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"], "POTABLE_API_TOKEN": TOKEN}
     env |= {"POTABLE_RATE_LIMIT_PER_SECOND": str(rate), "POTABLE_PREDICTION_LOG_CLIENT_ROWS_PER_MINUTE": str(BUDGET)}
@@ -153,12 +163,7 @@ def test_a_version_without_onnx_is_served_by_its_sklearn_pipeline(served, tmp_pa
     assert packaged.runtime == "sklearn" and packaged.bento_tag != summary["bento_tag"]
     golden, records = golden_rows()
     expected = model.predict_proba(golden)[:, 1]
-    # Its own prediction log, and its own BENTOML_HOME (the stores linked): a starting BentoML server wipes
-    # its home's Prometheus folder, which would reset the module's server's /metrics.
-    bentoml_home = slot_bentoml_home(tmp_path, "sklearn", Path(os.environ["BENTOML_HOME"]))
-    env = {**os.environ, "POTABLE_API_TOKEN": TOKEN, "POTABLE_HOME": str(tmp_path), "BENTOML_HOME": str(bentoml_home)}
-    env.pop("POTABLE_PREDICTION_LOG_DATABASE_URL", None)
-    with bento_server(packaged.bento_tag, env) as base:
+    with bento_server(packaged.bento_tag, _side_server_env(tmp_path, RATE)) as base:
         batch = httpx.post(f"{base}/predict_batch", json={"samples": records}, headers=AUTH, timeout=60).json()
         one = httpx.post(f"{base}/predict", json=records[0], headers=AUTH, timeout=60).json()
         meta = httpx.get(f"{base}/metadata", timeout=10).json()
@@ -315,7 +320,7 @@ def test_one_client_cannot_flood_the_prediction_log(served) -> None:
     assert not any("198.51.100" in json.dumps(rows) for rows in by_client.values())  # pseudonymous ids only
 
 
-def test_a_client_over_its_rate_gets_429_and_others_are_served(served) -> None:
+def test_a_client_over_its_rate_gets_429_and_others_are_served(served, tmp_path) -> None:
     """Its own server with a low rate (5/s per worker): a loaded CI machine's Python client could not send
     faster than the module's 200/s per worker for 20 s, so the limit was never reached there."""
     import asyncio
@@ -334,7 +339,7 @@ def test_a_client_over_its_rate_gets_429_and_others_are_served(served) -> None:
             until = time.monotonic() + 2
             return [r for rs in await asyncio.gather(*(loop(client, base, until) for _ in range(8))) for r in rs]
 
-    with bento_server(summary["bento_tag"], _slot_env(LOW_RATE)) as base:
+    with bento_server(summary["bento_tag"], _side_server_env(tmp_path, LOW_RATE)) as base:
         answers = asyncio.run(hammer(base))
         polite = {"X-Forwarded-For": "198.51.100.10"}
         assert httpx.post(f"{base}/predict", json=sample, headers=AUTH | polite, timeout=30).status_code == 200
