@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,10 @@ ONNX_TAG = SERVED.get("POTABLE_BENTO_ONNX_TAG", "")
 WORKERS = os.environ.get("POTABLE_SERVE_WORKERS", "cpu_count")
 FRONTEND_HTML = Path(__file__).with_name("static") / "frontend.html"
 PROTECTED_PATHS = ("/predict", "/predict_batch")  # health, metrics, schema and the public metadata stay open
-# Not traced: a span per prediction would cost more than the prediction. A regex searched in the full URL
-# (OpenTelemetry's exclusion rule); the prediction paths match it whatever the host.
+# Not traced: a span per prediction would cost more than the prediction. Regexes searched in the full URL
+# (OpenTelemetry's exclusion rule): a path one matches is excluded whatever the host.
 TRACING_EXCLUDED_URLS = ["predict"]
-UNTRACED_PATHS = frozenset(p for p in PROTECTED_PATHS if any(pattern in p for pattern in TRACING_EXCLUDED_URLS))
+UNTRACED_PATHS = frozenset(p for p in PROTECTED_PATHS if any(re.search(x, p) for x in TRACING_EXCLUDED_URLS))
 # Every path the service answers; BentoML labels request metrics by path, so any other path is counted
 # under one label (UNKNOWN_PATH) instead of growing /metrics by one series per URL a client invents.
 KNOWN_PATHS = frozenset(

@@ -3,33 +3,32 @@
 Prefect would start its own temporary server at the first API call; doing it here, before the ML stack
 is imported, runs the server's ~10 s start on the other core while this process imports (~10 s), and
 keeps its SQLite database under POTABLE_HOME so the runs stay visible in the UI afterwards.
-Only the standard library is imported here: it must be cheap to call first.
+Only the standard library (and core/blank_sqlite.py, itself standard library only) is imported here: it
+must be cheap to call first.
 
 A server on a new home first migrates an empty SQLite database and registers Prefect's block types
 (~14 s here, against ~6 s for a later start). That result is the same for every home on one Prefect
 version, so set-up (`./dev`, `python -m potable.prefect_api`) makes it once, next to the installed
-packages, and a new home starts from a copy of it (`seed_blank_database`). Without it, or for another
-Prefect version, the server migrates as before.
+packages, and a new home starts from a copy of it (`seed_blank_database`, core/blank_sqlite.py).
+Without it, or for another Prefect version, the server migrates as before.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import signal
 import socket
-import sqlite3
 import subprocess  # nosec B404 # starts Prefect's own server CLI with a fixed argv
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
-from importlib.metadata import version as installed_version
+from contextlib import contextmanager
 from pathlib import Path
 
-BLANK_FILES = ("prefect.db",)  # the migrated database, block types registered
+from core.blank_sqlite import blank_path, copy_blank, keep_as_blank
+
 # A seeded home's first start skips block registration: the copy holds the block types this venv's Prefect
 # and collections registered at set-up. Prefect's memo of that registration cannot carry over (its hash
 # includes the database URL, which names the home), and checking it imports every collection (prefect-aws:
@@ -131,39 +130,23 @@ class PrefectServer:
         self._log.close()
 
 
-def blank_database_dir() -> Path:
-    """Where set-up keeps the blank database of the installed Prefect version (inside the venv)."""
-    return Path(sys.prefix) / "share" / "potable" / f"prefect-{installed_version('prefect')}-blank"
-
-
-def blank_database_ready() -> bool:
-    return all((blank_database_dir() / name).is_file() for name in BLANK_FILES)
+def blank_database() -> Path:
+    """The blank database of the installed Prefect version, block types registered (inside the venv)."""
+    return blank_path("prefect", "prefect.db")
 
 
 def seed_blank_database(prefect_home: Path) -> bool:
     """Give a home with no database a copy of the blank one, if set-up made it; True when copied.
-
-    Only for the default SQLite database (a configured database URL is left to Prefect). Copied under a
-    temporary name and renamed, so a server never opens half a file.
-    """
-    if os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or (prefect_home / "prefect.db").exists():
+    Only for the default SQLite database (a configured database URL is left to Prefect)."""
+    if os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL"):
         return False
-    if not blank_database_ready():
-        return False
-    source = blank_database_dir()
-    prefect_home.mkdir(parents=True, exist_ok=True)
-    for name in BLANK_FILES:
-        partial = prefect_home / f".{name}.partial"
-        shutil.copyfile(source / name, partial)
-        partial.replace(prefect_home / name)  # renamed when whole: a server never opens half a file
-    return True
+    return copy_blank(blank_database(), prefect_home / "prefect.db")
 
 
 def make_blank_database() -> Path:
     """Start Prefect's server once on an empty home, stop it, keep its database as the blank one."""
     import tempfile
 
-    target = blank_database_dir()
     with tempfile.TemporaryDirectory(prefix="potable-blank-prefect-") as scratch:
         home = Path(scratch)
         os.environ.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
@@ -172,16 +155,7 @@ def make_blank_database() -> Path:
             server.wait_healthy()
         finally:
             server.stop()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(prefix=".blank-", dir=target.parent))
-        staged.chmod(0o755)  # readable by whoever else runs this venv
-        # The backup API copies a consistent database whatever its journal mode (WAL included).
-        with closing(sqlite3.connect(home / "prefect" / "prefect.db")) as live:
-            with closing(sqlite3.connect(staged / "prefect.db")) as copy:
-                live.backup(copy)
-    shutil.rmtree(target, ignore_errors=True)
-    staged.rename(target)
-    return target
+        return keep_as_blank(home / "prefect" / "prefect.db", blank_database())
 
 
 @contextmanager
@@ -257,5 +231,5 @@ def _drain_prefect_clients() -> None:
 
 
 if __name__ == "__main__":  # set-up: ./dev runs this once per installed Prefect version
-    if not blank_database_ready():
+    if not blank_database().is_file():
         print(f"blank Prefect database made: {make_blank_database()}", file=sys.stderr)

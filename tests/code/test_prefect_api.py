@@ -9,22 +9,15 @@ from pathlib import Path
 import pytest
 
 from potable import prefect_api
-from potable.prefect_api import (
-    BLANK_FILES,
-    PrefectServer,
-    blank_database_ready,
-    make_blank_database,
-    seed_blank_database,
-)
+from potable.prefect_api import PrefectServer, blank_database, make_blank_database, seed_blank_database
 
 
 @pytest.fixture
 def template(tmp_path, monkeypatch) -> Path:
     blank = tmp_path / "blank"
     blank.mkdir()
-    for name in BLANK_FILES:
-        (blank / name).write_text(f"blank {name}", encoding="utf-8")
-    monkeypatch.setattr(prefect_api, "blank_database_dir", lambda: blank)
+    (blank / "prefect.db").write_text("blank prefect.db", encoding="utf-8")
+    monkeypatch.setattr(prefect_api, "blank_database", lambda: blank / "prefect.db")
     monkeypatch.delenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", raising=False)
     return blank
 
@@ -32,7 +25,7 @@ def template(tmp_path, monkeypatch) -> Path:
 def test_a_new_home_gets_a_copy_of_the_blank_database(template, tmp_path) -> None:
     home = tmp_path / "home" / "prefect"
     assert seed_blank_database(home)
-    assert {p.name for p in home.iterdir()} == set(BLANK_FILES)  # no partial files left
+    assert {p.name for p in home.iterdir()} == {"prefect.db"}  # no partial files left
     assert (home / "prefect.db").read_text(encoding="utf-8") == "blank prefect.db"
 
 
@@ -56,7 +49,7 @@ def test_a_configured_database_or_a_missing_template_leaves_it_to_prefect(templa
 def test_a_server_on_a_seeded_home_answers_with_prefects_block_types(tmp_path, monkeypatch) -> None:
     """The real blank database (./dev makes it at set-up; made here if this venv lacks it)."""
     monkeypatch.delenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", raising=False)
-    if not blank_database_ready():
+    if not blank_database().is_file():
         make_blank_database()
     server = PrefectServer(tmp_path / "prefect", tmp_path / "api.log")  # seeds the new home
     try:
