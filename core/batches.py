@@ -68,6 +68,24 @@ def check_header(path: Path) -> None:
         raise BatchError(f"{path.name}: header has {columns} columns; expected {len(COLUMNS)} ({', '.join(COLUMNS)})")
 
 
+def check_size(path: Path, max_bytes: int, max_rows: int) -> None:
+    """Refuse a batch over the configured limits before parsing it: parsing 2 million rows takes a gigabyte
+    and tens of seconds only to find out, and training on them would not end in any useful time."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise BatchError(
+            f"{path.name}: {size:,} bytes, over the limit of {max_bytes:,} (configs/validation.yaml max_bytes)"
+        )
+    lines = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            lines += chunk.count(b"\n")
+            if lines > max_rows + 1:
+                raise BatchError(
+                    f"{path.name}: more than {max_rows:,} rows, over the limit (configs/validation.yaml max_rows)"
+                )
+
+
 def read_batch(path: Path) -> pd.DataFrame:
     """Parse the CSV; anything that is not a readable, non-empty CSV becomes a BatchError."""
     if path.stat().st_size == 0:

@@ -82,9 +82,24 @@ class ThresholdRule(Rules):
     max_false_potable_rate: float = Fraction
 
 
+class HistoryWindow(Rules):
+    """How much of the table a run trains on: all of it (both unset), or only the batches of the last
+    N table versions and/or the last N days."""
+
+    last_versions: int | None = Field(default=None, ge=1)
+    last_days: float | None = Field(default=None, gt=0)
+
+
+class DataRules(Rules):
+    evaluation_share: float = Field(gt=0.0, lt=1.0)  # fixed for a table when its first version is written
+    min_training_rows: int = Field(ge=20)
+    max_training_rows: int = Field(ge=100)
+    history: HistoryWindow = HistoryWindow()
+
+
 class TrainingConfig(Rules):
     seed: int
-    test_size: float = Field(gt=0.0, lt=1.0)
+    data: DataRules
     cv_folds: int = Field(ge=2)
     tuning: Tuning
     search_space: dict[str, dict[str, ParamSpec]] = Field(min_length=1)
@@ -104,6 +119,17 @@ class ColumnBounds(Rules):
     min: float
     max: float
     max_missing: float = Fraction
+    decimals: int = Field(default=2, ge=0, le=9)  # measurement precision: rows equal at it are one row
+
+
+class LabelQuality(Rules):
+    min_reference_rows: int = Field(ge=20)
+    max_reference_rows: int = Field(ge=100)
+    confidence: float = Field(gt=0.5, lt=1.0)
+    max_issue_share_excess: float = Fraction
+    max_conflict_share: float = Fraction
+    max_potable_share_shift: float = Fraction
+    examples: int = Field(default=5, ge=0)
 
 
 class LabelRule(Rules):
@@ -114,11 +140,14 @@ class LabelRule(Rules):
 class ValidationRules(Rules):
     suite_name: str = Field(min_length=1)
     min_rows: int = Field(ge=1)
+    max_rows: int = Field(ge=1)
+    max_bytes: int = Field(ge=1024)
     max_duplicate_row_share: float = Fraction
     label: LabelRule
     columns: dict[str, ColumnBounds]
     numeric_types: list[str] = Field(min_length=1)
     example_values: int = Field(default=5, ge=0)
+    label_quality: LabelQuality
 
     @model_validator(mode="after")
     def _every_feature(self) -> ValidationRules:
@@ -169,6 +198,8 @@ class ApprovalRules(Rules):
 class Policy(Rules):
     primary_metric: str
     champion_margin: float = Field(ge=0.0)
+    champion_confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    champion_resamples: int = Field(default=2000, ge=100)
     rules_: list[PolicyRule] = Field(alias="rules", min_length=1)
     slices: SliceRules
     approval: ApprovalRules

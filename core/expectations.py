@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from core import configs
-from core.batches import Batch, BatchError, file_sha256, read_batch
+from core.batches import Batch, BatchError, check_size, file_sha256, read_batch
 from core.settings import COLUMNS, Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class ValidationReport:
     failures: list[str] = field(default_factory=list)
     evaluated: int = 0
     data_docs: Path | None = None
+    labels: str = ""  # the label check's figures (core/labels.py), once GX passed
 
     def summary(self) -> str:
         if self.success:
@@ -183,6 +184,10 @@ def validate_batch(batch: Batch, settings: Settings) -> ValidationReport:
     rules = configs.validation(settings).rules()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     docs_dir = settings.reports_dir / "data_docs" / f"{stamp}-{batch.sha256[:12]}"
+    try:
+        check_size(batch.path, rules["max_bytes"], rules["max_rows"])
+    except BatchError as exc:
+        return ValidationReport(success=False, rows=0, failures=[f"batch too large: {exc}"])
     try:
         frame = read_batch(batch.path)
     except BatchError as exc:

@@ -1,15 +1,15 @@
-"""A version's training batch, kept with its MLflow run: logged once at training, read back by every consumer.
+"""A version's rows, kept with its MLflow run: logged once at training, read back by every consumer.
 
-The run gets the batch as a dataset input (context `training`, source = the batch URI) and the file
-itself as an artifact, so drift monitoring, ONNX parity and the release's golden rows use the data the
-version was really trained on — for local and s3:// batches alike, on any machine that reaches the
-tracking store — and never whatever happens to be on this disk.
+The run gets the training table version as a dataset input (context `training`, source =
+`<table uri>@v<version>`, digest = the version's content digest) and the rows it used (train and
+evaluation, with their `split`) as an artifact, so tuning shares on other workers, drift monitoring,
+ONNX parity and the release's golden rows use the rows the version was really trained and judged on —
+on any machine that reaches the tracking store — and never whatever the table or this disk holds now.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +18,11 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-from core.batches import Batch, BatchError, read_batch
-from core.settings import FEATURES
+from core.batches import BatchError, read_batch
+from core.settings import FEATURES, LABEL
 
 CONTEXT = "training"
-ARTIFACT = "training_data/batch.csv"
+ARTIFACT = "training_data/rows.csv"
 # MLflow keeps dataset digests in a 36-character column; the full hash rides along as an input tag.
 DIGEST_LENGTH = 36
 
@@ -33,25 +33,43 @@ class LineageMissing(LookupError):
 
 @dataclass(frozen=True)
 class TrainingBatch:
+    """The rows a version used: `split` says which it fitted on (`train`) and which judged it."""
+
     source: str
     sha256: str
     frame: pd.DataFrame
+    dataset_version: int | None = None
 
     @property
     def features(self) -> pd.DataFrame:
         return self.frame.loc[:, list(FEATURES)].astype("float64")
 
+    def part(self, split: str) -> pd.DataFrame:
+        if "split" not in self.frame:
+            return self.frame
+        return self.frame[self.frame["split"] == split]
 
-def log_training_batch(batch: Batch, frame: pd.DataFrame) -> None:
-    """In the active run: the batch file as an artifact, and as the run's `training` dataset input."""
-    with tempfile.TemporaryDirectory(prefix="batch-") as tmp:
-        stored = Path(tmp) / Path(ARTIFACT).name  # one fixed name: a consumer need not know the file's own
-        shutil.copyfile(batch.path, stored)
+
+def log_training_rows(rows: pd.DataFrame, table_uri: str, version: int, digest: str) -> str:
+    """In the active run: the rows as an artifact and the table version as the `training` dataset input.
+    Returns the sha256 of the stored rows (what `training_batch` checks on reading them back)."""
+    columns = ["row_id", *FEATURES, LABEL, "split", "batch_sha256"]
+    with tempfile.TemporaryDirectory(prefix="rows-") as tmp:
+        stored = Path(tmp) / Path(ARTIFACT).name
+        rows.loc[:, columns].to_csv(stored, index=False)
+        sha256 = hashlib.sha256(stored.read_bytes()).hexdigest()
         mlflow.log_artifact(str(stored), artifact_path=str(Path(ARTIFACT).parent))
+    source = f"{table_uri}@v{version}"
     dataset = mlflow.data.from_pandas(
-        frame, source=batch.uri, name=Path(batch.uri).name, digest=batch.sha256[:DIGEST_LENGTH], targets="Potability"
+        rows.loc[:, [*FEATURES, LABEL, "split"]],
+        source=source,
+        name=f"training-table-v{version}",
+        digest=digest[:DIGEST_LENGTH],
+        targets=LABEL,
     )
-    mlflow.log_input(dataset, context=CONTEXT, tags={"data_sha256": batch.sha256, "data_uri": batch.uri})
+    tags = {"data_sha256": sha256, "data_uri": source, "dataset_version": str(version), "table_digest": digest}
+    mlflow.log_input(dataset, context=CONTEXT, tags=tags)
+    return sha256
 
 
 def training_batch(run_id: str) -> TrainingBatch:
@@ -77,4 +95,5 @@ def training_batch(run_id: str) -> TrainingBatch:
         frame = read_batch(path)
     except BatchError as exc:
         raise LineageMissing(f"run {run_id}: stored training batch unreadable: {exc}") from exc
-    return TrainingBatch(source=tags.get("data_uri", ""), sha256=actual, frame=frame)
+    version = tags.get("dataset_version")
+    return TrainingBatch(tags.get("data_uri", ""), actual, frame, int(version) if version else None)

@@ -65,6 +65,15 @@ class Settings(BaseSettings):
         description="s3://bucket/prefix/ that drift reports, model cards and Data Docs are also kept in "
         "(workers on several machines); default only <home>/reports.",
     )
+    table_uri: str | None = Field(
+        default=None,
+        description="The versioned training table (Delta Lake): a folder or s3://bucket/prefix; default <home>/table.",
+    )
+    seed_data: str = Field(
+        default=str(BUNDLED_DATA),
+        description="CSV that becomes a new table's first version; `none` starts the table empty "
+        "(`potable data init FILE` starts it from your own history instead).",
+    )
     training_config: Path = Field(default=CONFIG_DIR / "training.yaml")
     validation_config: Path = Field(default=CONFIG_DIR / "validation.yaml")
     policy_config: Path = Field(default=CONFIG_DIR / "policy.yaml")
@@ -180,6 +189,10 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def table(self) -> str:
+        return self.table_uri or str(self.home_dir / "table")
 
     @property
     def artifact_root(self) -> Path:

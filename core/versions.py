@@ -37,7 +37,9 @@ class VersionRecord(BaseModel):
     run_id: str
     aliases: tuple[str, ...] = ()
     # lineage (the batch itself is the run's `training` dataset input: core/lineage.py)
-    data_sha256: str | None = None
+    data_sha256: str | None = None  # sha256 of the rows the run used (its `training` dataset artifact)
+    dataset_version: int | None = None  # the training table version it was trained and judged on
+    table_uri: str | None = None
     git_commit: str | None = None
     optuna_study: str | None = None
     # training and evaluation

@@ -21,7 +21,7 @@ from core.settings import MODEL_NAME, Settings, get_settings
 from core.versions import CHAMPION, ModelRegistry, UnknownVersion, VersionRecord
 from deployments.rollout import BlueGreen, Outcome, RolloutFailed
 from governance.audit import audit_log
-from tasks.data import split_batch
+from tasks.dataset import split_rows
 from tasks.packaging import PackagingRefused, local_bento
 from tasks.retries import io_retries
 
@@ -66,12 +66,10 @@ def releasable_version(version: str | None, override_reason: str | None, setting
 
 @task(cache_policy=NO_CACHE, **io_retries(LineageMissing, UnknownVersion))
 def golden_set(record: VersionRecord, rows: int, settings: Settings) -> tuple[pd.DataFrame, np.ndarray, float]:
-    """The version's own hold-out rows (its training batch split as its run split it), the registered model's
-    answers on them, and its share called potable on the whole hold-out."""
+    """The version's own evaluation rows (as logged with its run: rows it never trained on), the registered
+    model's answers on them, and its share called potable on all of them."""
     registry = ModelRegistry(settings)
-    params = registry.client.get_run(record.run_id).data.params
-    batch = training_batch(record.run_id)
-    hold_out = split_batch(batch.frame, float(params["test_size"]), int(params["seed"])).X_test
+    hold_out = split_rows(training_batch(record.run_id).frame).X_test
     proba = registry.load_model(record.version).predict_proba(hold_out)[:, 1]
     return hold_out.head(rows), proba[:rows], float(np.mean(proba >= record.decision_threshold))
 

@@ -1,4 +1,5 @@
-"""The `train` flow: load → validate → split → tune → choose threshold → refit → evaluate → register."""
+"""The `train` flow: batch → validate (GX, labels) → append to the table → read a table version →
+tune → threshold → refit → judge on evaluation rows → register → govern → package."""
 
 from __future__ import annotations
 
@@ -7,20 +8,30 @@ from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
+from prefect.states import Completed
 
 from core import configs
 from core.alerts import FLOW_ALERT_HOOKS
 from core.batches import Batch
 from core.landing import in_landing_area, landing_areas
-from core.lineage import log_training_batch
-from core.settings import BUNDLED_DATA, EVENT_RESOURCE_PREFIX, FEATURES, MODEL_NAME, Settings, get_settings
+from core.lineage import log_training_rows
+from core.settings import EVENT_RESOURCE_PREFIX, FEATURES, MODEL_NAME, Settings, get_settings
+from core.table import Appended, TrainingTable, training_table
+from core.versions import ModelRegistry
 from governance.audit import audit_log
-from tasks.data import Split, load_batch, read_batch, split_batch_task
+from tasks.data import Split, load_batch, read_batch
+from tasks.dataset import (
+    TableRefused,
+    TrainingRows,
+    append_batch_task,
+    check_labels_task,
+    read_training_rows_task,
+    seed_table_task,
+)
 from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
 from tasks.governance import GovernanceVerdict, govern_task
 from tasks.onnx_export import BackgroundExport
@@ -39,6 +50,10 @@ class BatchRejected(Exception):
         where = f"; {quarantined}" if quarantined else ""
         details = "\n".join(f"  - {line}" for line in report.failures)
         super().__init__(f"batch rejected by validation{where}:\n{details}")
+
+
+class SeedDataRejected(Exception):
+    """The seed data for a new table failed validation: nothing was written."""
 
 
 def training_config(settings: Settings, trials: int | None, seed: int | None) -> dict[str, Any]:
@@ -61,11 +76,12 @@ def publish_summary(summary: dict[str, Any], tuning: TuningResult, evaluation: E
         description="Model trained and registered by this run",
         markdown=(
             f"## {MODEL_NAME} v{summary['model_version']} registered as `candidate`\n\n"
-            f"- data `{summary['data']}` (sha256 `{summary['data_sha256'][:12]}`)\n"
+            f"- training table v{summary['dataset_version']} (`{summary['data']}`): {summary['rows']['train']} train "
+            f"rows, judged on {summary['rows']['evaluation']} evaluation rows no version has trained on\n"
             f"- best family **{tuning.best_family}** {tuning.best_params}, CV ROC-AUC {tuning.best_value:.4f} "
             f"({tuning.n_trials} trials, {tuning.n_pruned} pruned, study `{tuning.study_name}`)\n"
-            f"- threshold {evaluation.threshold:.3f} (chosen on train-split CV)\n"
-            f"- test ROC-AUC **{m['roc_auc']:.4f}**, PR-AUC {m['pr_auc']:.4f}, F1 {m['f1']:.4f}, "
+            f"- threshold {evaluation.threshold:.3f} (chosen on out-of-fold train predictions)\n"
+            f"- evaluation ROC-AUC **{m['roc_auc']:.4f}**, PR-AUC {m['pr_auc']:.4f}, F1 {m['f1']:.4f}, "
             f"recall {m['recall']:.4f}, false-potable rate {m['false_potable_rate']:.4f}\n"
             f"- MLflow run `{summary['mlflow_run_id']}`\n"
         ),
@@ -73,7 +89,7 @@ def publish_summary(summary: dict[str, Any], tuning: TuningResult, evaluation: E
     create_table_artifact(
         key="test-metrics",
         table=[{"metric": k, "value": round(v, 4)} for k, v in m.items()],
-        description="Held-out test metrics at the chosen threshold",
+        description="Metrics on the table version's evaluation rows at the chosen threshold",
     )
 
 
@@ -89,6 +105,7 @@ class Trained:
     registered: RegisteredVersion
     git_commit: str
     onnx_export: BackgroundExport  # converting `model` on the other core; packaging collects it
+    data_sha256: str  # of the rows the run used, as logged with it
 
 
 class ArrivalRefused(Exception):
@@ -105,9 +122,15 @@ def admit_arrival(data: str | None, settings: Settings) -> None:
     raise ArrivalRefused(f"arrival {str(data)[:200]!r} is outside the landing area(s) ({areas}); nothing was read")
 
 
-def validate_or_quarantine(batch: Batch, settings: Settings) -> ValidationReport:
-    """Validate; a rejected batch is quarantined, audited and stops the flow before any training."""
+def validate_or_quarantine(batch: Batch, table: TrainingTable, settings: Settings) -> ValidationReport:
+    """Validate (GX, then the labels against the table); a rejected batch is quarantined, audited and
+    stops the flow before anything is appended or trained."""
     report = validate_batch_task(batch, settings)
+    if report.success:
+        labels = check_labels_task(table, read_batch(batch.path), batch.sha256, settings)
+        report.failures.extend(labels.failures)
+        report.success = labels.success
+        report.labels = labels.summary()
     audit = audit_log(settings)
     if not report.success:
         quarantined = quarantine_batch_task(batch, report, settings)
@@ -127,26 +150,78 @@ def validate_or_quarantine(batch: Batch, settings: Settings) -> ValidationReport
         "train-flow",
         "batch_validated",
         {"data_sha256": batch.sha256},
-        {"source": batch.uri, "rows": report.rows, "data_docs": str(report.data_docs)},
+        {"source": batch.uri, "rows": report.rows, "data_docs": str(report.data_docs), "labels": report.labels},
     )
-    get_run_logger().info(report.summary())
+    get_run_logger().info("%s; %s", report.summary(), report.labels)
     return report
 
 
+def seed_if_new(table: TrainingTable, settings: Settings) -> Appended | None:
+    """A new table's first version is the seed data (the bundled CSV unless POTABLE_SEED_DATA says
+    otherwise, `none` to start empty), validated like any batch; an existing table is left alone."""
+    if table.exists() or settings.seed_data.strip().lower() == "none":
+        return None
+    seed = load_batch(settings.seed_data, settings)
+    report = validate_batch_task(seed, settings)
+    if not report.success:
+        raise SeedDataRejected(f"seed data {seed.uri} failed validation: " + "; ".join(report.failures))
+    appended = seed_table_task(table, seed, read_batch(seed.path), settings)
+    get_run_logger().info("training table %s started from %s: v0, %s rows", table.uri, seed.uri, appended.rows_added)
+    return appended
+
+
+def take_batch(data: str, table: TrainingTable, settings: Settings) -> Appended:
+    """Load, gate and append one batch: the version it made (or the latest, when nothing in it was new)."""
+    batch = load_batch(data, settings)
+    report = validate_or_quarantine(batch, table, settings)
+    appended = append_batch_task(table, batch, read_batch(batch.path), report.labels, settings)
+    logger = get_run_logger()
+    if appended.committed:
+        logger.info(
+            "batch %s appended as table v%s: %s new rows, %s already in the table",
+            batch.uri,
+            appended.version,
+            appended.rows_added,
+            appended.duplicates,
+        )
+    else:
+        logger.info(
+            "batch %s added no new rows (%s already in the table): table stays v%s",
+            batch.uri,
+            appended.duplicates,
+            appended.version,
+        )
+    return appended
+
+
+def unchanged_since_champion(rows_version: int, table: TrainingTable, settings: Settings) -> str | None:
+    """Why a scheduled run need not train: the champion was trained on this very table version."""
+    champion = ModelRegistry(settings).champion()
+    if champion is None or champion.dataset_version != rows_version or (champion.table_uri or table.uri) != table.uri:
+        return None
+    return (
+        f"training table unchanged since champion v{champion.version} was trained on v{rows_version}: nothing to train"
+    )
+
+
 def tune_evaluate_register(
-    parts: Split, batch: Batch, frame: pd.DataFrame, config: dict[str, Any], settings: Settings, show_progress: bool
+    parts: Split, rows: TrainingRows, config: dict[str, Any], settings: Settings, show_progress: bool
 ) -> Trained:
-    """Tune → threshold → refit → evaluate once on test → register, all under one MLflow parent run."""
+    """Tune → threshold → refit on train rows → judge once on evaluation rows → register, under one MLflow
+    parent run."""
     setup_mlflow(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     study_name = f"{MODEL_NAME}-{stamp}"
     with parent_run(f"train-{stamp}") as run:
-        mlflow.set_tags({"data_sha256": batch.sha256, "prefect_flow_run_id": str(flow_run.id)})
-        log_training_batch(batch, frame)
+        mlflow.set_tags({"dataset_version": str(rows.version), "prefect_flow_run_id": str(flow_run.id)})
+        data_sha256 = log_training_rows(rows.frame, rows.uri, rows.version, rows.digest)
         mlflow.log_params(
             {
                 "seed": config["seed"],
-                "test_size": config["test_size"],
+                "dataset_version": rows.version,
+                "table_uri": rows.uri,
+                "train_rows": len(parts.y_train),
+                "evaluation_rows": len(parts.y_test),
                 "cv_folds": config["cv_folds"],
                 "n_trials": config["tuning"]["n_trials"],
                 "optuna_study": study_name,
@@ -170,15 +245,17 @@ def tune_evaluate_register(
                 tuning.oof_proba,
             )
             model = refit_best(tuning.pipeline, parts.X_train, parts.y_train)
-            # Parity rows: the whole batch, as logged for lineage (what `potable package` checks later).
-            onnx_export.convert(model, frame.loc[:, list(FEATURES)].astype("float64"))
+            # Parity rows: the rows logged for lineage (what `potable package` checks later).
+            onnx_export.convert(model, rows.frame.loc[:, list(FEATURES)].astype("float64"))
             plot_dir = settings.reports_dir / "runs" / run.info.run_id
             evaluation = evaluate_model(model, parts.X_test, parts.y_test, threshold, plot_dir)
             mlflow.log_metric("threshold", threshold)
             mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
             mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
             facts = {
-                "data_sha256": batch.sha256,
+                "data_sha256": data_sha256,
+                "dataset_version": rows.version,
+                "table_uri": rows.uri,
                 "git_commit": git_commit(settings),
                 "optuna_study": study_name,
                 "threshold": threshold,
@@ -194,7 +271,7 @@ def tune_evaluate_register(
         "train-flow",
         "model_registered",
         {
-            "data_sha256": batch.sha256,
+            "dataset_version": str(rows.version),
             "run_id": registered.run_id,
             "model_version": registered.version,
             "study": study_name,
@@ -203,14 +280,18 @@ def tune_evaluate_register(
             "alias": "candidate",
             "family": tuning.best_family,
             "threshold": threshold,
-            "test_roc_auc": evaluation.metrics["roc_auc"],
+            "evaluation_roc_auc": evaluation.metrics["roc_auc"],
+            "table": rows.uri,
+            "rows": rows.counts(),
         },
     )
-    return Trained(study_name, tuning, threshold, model, evaluation, registered, facts["git_commit"], onnx_export)
+    return Trained(
+        study_name, tuning, threshold, model, evaluation, registered, facts["git_commit"], onnx_export, data_sha256
+    )
 
 
 def govern_and_package(
-    trained: Trained, parts: Split, batch: Batch, report: ValidationReport, config: dict[str, Any], settings: Settings
+    trained: Trained, parts: Split, rows: TrainingRows, config: dict[str, Any], settings: Settings
 ) -> tuple[GovernanceVerdict, Packaged | None]:
     """The policy gate; only a version that passes it becomes a deployable Bento."""
     t, registered = trained, trained.registered
@@ -226,10 +307,11 @@ def govern_and_package(
         "threshold_rule": config["threshold"]["strategy"],
         "run_id": registered.run_id,
         "metrics": t.evaluation.metrics,
-        "data_uri": batch.uri,
-        "data_sha256": batch.sha256,
-        "validation_summary": report.summary(),
-        "validated": report.success,
+        "data_uri": f"{rows.uri}@v{rows.version}",
+        "data_sha256": trained.data_sha256,
+        "dataset_version": rows.version,
+        "validation_summary": "each batch validated before it was appended",
+        "validated": True,
         "y_train": parts.y_train.to_numpy(),
         "y_test": parts.y_test.to_numpy(),
     }
@@ -264,7 +346,9 @@ def announce_gated(summary: dict[str, Any]) -> None:
     )
 
 
-def summarise(t: Trained, batch: Batch, verdict: GovernanceVerdict, packaged: Packaged | None) -> dict[str, Any]:
+def summarise(
+    t: Trained, rows: TrainingRows, appended: Appended | None, verdict: GovernanceVerdict, packaged: Packaged | None
+) -> dict[str, Any]:
     r = t.registered
     return {
         "model_name": r.name,
@@ -272,8 +356,14 @@ def summarise(t: Trained, batch: Batch, verdict: GovernanceVerdict, packaged: Pa
         "alias": "candidate",
         "mlflow_run_id": r.run_id,
         "model_uri": f"models:/{r.name}/{r.version}",
-        "data": batch.uri,
-        "data_sha256": batch.sha256,
+        "data": rows.uri,
+        "data_sha256": t.data_sha256,
+        "dataset_version": rows.version,
+        "rows": rows.counts(),
+        "batch": None
+        if appended is None
+        else {"rows": appended.batch_rows, "rows_added": appended.rows_added, "duplicates": appended.duplicates},
+        "champion_comparison": verdict.comparison.as_dict(),
         "optuna_study": t.study_name,
         "model_family": t.tuning.best_family,
         "cv_roc_auc": round(t.tuning.best_value, 6),
@@ -289,31 +379,44 @@ def summarise(t: Trained, batch: Batch, verdict: GovernanceVerdict, packaged: Pa
 @flow(name="train", log_prints=True, **FLOW_ALERT_HOOKS)
 def train(
     data: str | None = None,
+    dataset_version: int | None = None,
     trials: int | None = None,
     seed: int | None = None,
     show_progress: bool = False,
     arrival: bool = False,
-) -> dict[str, Any]:
-    """validate → tune → evaluate → register → govern → package, for one batch (local path or s3:// URI).
+    only_if_changed: bool = False,
+):
+    """batch → validate → append → read a table version → tune → judge → register → govern → package.
 
-    `data` defaults to the bundled data set; `trials` and `seed` override configs/training.yaml.
-    `arrival` is set by the train-on-arrival trigger: the batch must then lie in a landing area.
+    `data` (local path or s3:// URI) is a batch to gate and append first; without it the run trains on
+    `dataset_version` of the training table, default the latest. `trials` and `seed` override
+    configs/training.yaml. `arrival` is set by the train-on-arrival trigger: the batch must then lie in a
+    landing area. `only_if_changed` (scheduled and drift runs) ends without training when the champion
+    was already trained on that table version.
     """
     settings = get_settings()
     settings.ensure_dirs()
     if arrival:
         admit_arrival(data, settings)
+    if data and dataset_version is not None:
+        raise TableRefused("give a batch to append or a table version to train on, not both")
     config = training_config(settings, trials, seed)
-    batch = load_batch(data or str(BUNDLED_DATA), settings)
-    report = validate_or_quarantine(batch, settings)
-    frame = read_batch(batch.path)
-    parts = split_batch_task(frame, config["test_size"], config["seed"])
-    trained = tune_evaluate_register(parts, batch, frame, config, settings, show_progress)
+    table = training_table(settings)
+    seed_if_new(table, settings)
+    appended = take_batch(data, table, settings) if data else None
+    rows = read_training_rows_task(table, appended.version if appended else dataset_version, config["data"])
+    if rows.note:
+        get_run_logger().warning(rows.note)
+    if only_if_changed and (why := unchanged_since_champion(rows.version, table, settings)):
+        get_run_logger().info(why)
+        return Completed(name="Unchanged", message=why, data={"trained": False, "dataset_version": rows.version})
+    parts = rows.split()
+    trained = tune_evaluate_register(parts, rows, config, settings, show_progress)
     try:
-        verdict, packaged = govern_and_package(trained, parts, batch, report, config, settings)
+        verdict, packaged = govern_and_package(trained, parts, rows, config, settings)
     finally:
         trained.onnx_export.discard()  # idempotent: stops the conversion of a version that was not packaged
-    summary = summarise(trained, batch, verdict, packaged)
+    summary = summarise(trained, rows, appended, verdict, packaged)
     publish_summary(summary, trained.tuning, trained.evaluation)
     if not verdict.passed:
         return summary

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from core import environment
 from core.lineage import training_batch
 from core.settings import get_settings
-from tasks.data import split_batch
+from tasks.dataset import split_rows
 from tasks.registry import setup_mlflow
 from tasks.tuning import ParentRun, optimize_share
 
@@ -40,8 +40,7 @@ def tune_share(parent_run_id: str, study_name: str, n_trials: int, share: int, s
         ) from exc
     parent = mlflow.MlflowClient(settings.tracking_uri).get_run(parent_run_id)
     config = mlflow.artifacts.load_dict(f"runs:/{parent_run_id}/config/training.json")
-    batch = training_batch(parent_run_id)
-    parts = split_batch(batch.frame, float(config["test_size"]), int(config["seed"]))
+    parts = split_rows(training_batch(parent_run_id).frame)  # the parent's rows, split as the table assigned them
     optimize_share(
         parts.X_train,
         parts.y_train,

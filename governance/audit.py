@@ -26,7 +26,18 @@ from filelock import FileLock
 from core.settings import worker_name
 
 GENESIS = "0" * 64
-SUBJECT_KEYS = ("data_sha256", "run_id", "model_version", "bento_tag", "image_digest", "slot", "study")
+SUBJECT_KEYS = (
+    "data_sha256",
+    "dataset_version",
+    "run_id",
+    "model_version",
+    "bento_tag",
+    "image_digest",
+    "slot",
+    "study",
+)
+# Entries that made a training table version (its batches), as opposed to runs that trained on one.
+TABLE_ACTIONS = ("table_seeded", "batch_appended")
 
 
 def canonical(entry: dict[str, Any]) -> bytes:
@@ -129,13 +140,24 @@ class AuditTrail(ABC):
             prev = entry["hash"]
         return Verdict(True, len(lines))
 
-    def lineage(self, model_version: str) -> list[dict[str, Any]]:
-        """Entries that concern one model version, plus those of its data batch and training run."""
+    def lineage(self, model_version: str, batches: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+        """Entries of one model version: its run and study, and the commits of the batches in the table
+        version it was trained on (`batches`: (sha256, table version) pairs from the table's log). Another
+        model version, or the same bytes sent again into another table version, is never mixed in."""
         entries = self.entries()
         mine = [e for e in entries if e["subject"].get("model_version") == str(model_version)]
-        keys = {(k, e["subject"][k]) for e in mine for k in ("data_sha256", "run_id", "study") if k in e["subject"]}
-        related = [e for e in entries if e in mine or any((k, v) in keys for k, v in e["subject"].items())]
-        return sorted(related, key=lambda e: e["seq"])
+        keys = {(k, e["subject"][k]) for e in mine for k in ("run_id", "study") if k in e["subject"]}
+        wanted = set(batches or ())
+
+        def related(e: dict[str, Any]) -> bool:
+            subject = e["subject"]
+            if e in mine or any((k, v) in keys for k, v in subject.items() if k != "model_version"):
+                return "model_version" not in subject or subject["model_version"] == str(model_version)
+            if e["action"] in TABLE_ACTIONS:
+                return (subject.get("data_sha256"), subject.get("dataset_version")) in wanted
+            return False
+
+        return sorted((e for e in entries if related(e)), key=lambda e: e["seq"])
 
 
 class AuditLog(AuditTrail):

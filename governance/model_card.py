@@ -48,12 +48,15 @@ error). Confusion matrix: {cm}.
 {_metrics_table(m)}
 
 ## Evaluation data
-Stratified hold-out split ({facts["test_rows"]} rows, {facts["test_positive_share"]:.1%} potable) of batch
-`{facts["data_uri"]}` (sha256 `{facts["data_sha256"]}`), used once after tuning.
+The evaluation rows of training table version {facts["dataset_version"]} (`{facts["data_uri"]}`):
+{facts["test_rows"]} rows, {facts["test_positive_share"]:.1%} potable. Each row of the table is assigned once, by
+a hash of its measurements, to training or evaluation; no version of this model has ever been fitted on an
+evaluation row, so the figures below (and the comparison with the champion) are on unseen samples.
 
 ## Training data
-{facts["train_rows"]} rows of the same batch ({facts["train_positive_share"]:.1%} potable), validated by the
-Great Expectations suite ({facts["validation_summary"]}).
+{facts["train_rows"]} train rows of table version {facts["dataset_version"]} ({facts["train_positive_share"]:.1%}
+potable; rows sha256 `{facts["data_sha256"]}`); every batch in it passed the Great Expectations suite and
+the label check ({facts["validation_summary"]}).
 
 ## Quantitative analyses
 Per-slice results on the test split (slices under {facts["min_support"]} samples are reported, not judged).

@@ -20,7 +20,7 @@ from core import configs
 from core.settings import MODEL_NAME, Settings
 from core.versions import ModelRegistry
 from governance.audit import audit_log
-from governance.champion import Comparison, compare_with_champion
+from governance.champion import Comparison, compare_with_champion, paired_bootstrap
 from governance.model_card import build_model_card, model_card_html
 from governance.policy import PolicyReport, evaluate_policy
 from governance.slices import SliceReport, assess_slices
@@ -48,13 +48,49 @@ class GovernanceVerdict:
         return lines
 
 
-def champion_score(registry: ModelRegistry, X: pd.DataFrame, y: np.ndarray, metric: str, exclude: str):
-    """The current champion's version and primary metric on these rows (None, None when there is none)."""
+def judge_against_champion(
+    registry: ModelRegistry,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    proba: np.ndarray,
+    registered_version: str,
+    run: dict[str, Any],
+    policy: dict[str, Any],
+) -> Comparison:
+    """Champion and challenger on the same evaluation rows (which neither trained on), with a paired
+    bootstrap interval of the difference."""
+    metric = policy["primary_metric"]
     champion = registry.champion()
-    if champion is None or champion.version == str(exclude):
-        return None, None
-    proba = registry.load_model(champion.version).predict_proba(X)[:, 1]
-    return champion.version, float(classification_metrics(y, proba, champion.decision_threshold)[metric])
+    common = {"rows": len(y), "confidence": policy["champion_confidence"], "dataset_version": run["dataset_version"]}
+    if champion is None or champion.version == str(registered_version):
+        return compare_with_champion(
+            metric, policy["champion_margin"], registered_version, run["metrics"][metric], None, None, **common
+        )
+    champion_proba = registry.load_model(champion.version).predict_proba(X)[:, 1]
+    champion_value = float(classification_metrics(y, champion_proba, champion.decision_threshold)[metric])
+
+    def score(y_true: np.ndarray, p: np.ndarray) -> float:
+        return float(classification_metrics(y_true, p, run["threshold"])[metric])
+
+    _, low, high = paired_bootstrap(
+        y,
+        proba,
+        champion_proba,
+        "roc_auc" if metric == "roc_auc" else score,
+        policy["champion_resamples"],
+        policy["champion_confidence"],
+    )
+    return compare_with_champion(
+        metric,
+        policy["champion_margin"],
+        registered_version,
+        run["metrics"][metric],
+        champion.version,
+        champion_value,
+        interval=(low, high),
+        champion_dataset_version=champion.dataset_version,
+        **common,
+    )
 
 
 def card_facts(run: dict[str, Any], slices: SliceReport, min_support: int) -> dict[str, Any]:
@@ -77,6 +113,7 @@ def card_facts(run: dict[str, Any], slices: SliceReport, min_support: int) -> di
                 "metrics",
                 "data_uri",
                 "data_sha256",
+                "dataset_version",
                 "validation_summary",
             )
         },
@@ -116,11 +153,7 @@ def govern(
     slices = assess_slices(X_test, y, proba, run["threshold"], policy["slices"])
 
     registry = ModelRegistry(settings)
-    metric = policy["primary_metric"]
-    champ_version, champ_value = champion_score(registry, X_test, y, metric, registered.version)
-    comparison = compare_with_champion(
-        metric, policy["champion_margin"], registered.version, run["metrics"][metric], champ_version, champ_value
-    )
+    comparison = judge_against_champion(registry, X_test, y, proba, registered.version, run, policy)
 
     card = write_model_card(
         card_facts(run, slices, policy["slices"]["min_support"]), settings.reports_dir / "model_cards"
@@ -168,7 +201,11 @@ def record_verdict(
     audit_log(settings).append(
         actor="train-flow",
         action="gate_passed" if verdict.passed else "gate_failed",
-        subject={"model_version": registered.version, "run_id": registered.run_id, "data_sha256": run["data_sha256"]},
+        subject={
+            "model_version": registered.version,
+            "run_id": registered.run_id,
+            "dataset_version": str(run["dataset_version"]),
+        },
         details={"failed": verdict.reasons(), "comparison": verdict.comparison.reason},
     )
     create_markdown_artifact(

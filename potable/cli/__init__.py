@@ -1,7 +1,8 @@
 """`potable`: one CLI whose commands call the flows, grouped by what a person does.
 
 model.py (train, validate, package, serve, promote, approve, approvals), release.py (release, image,
-rollout …, rollback), operations.py (up, down, status, watch, monitor), records.py (audit, governance).
+rollout …, rollback), data.py (data init, log, show, diff), operations.py (up, down, status, watch,
+monitor), records.py (audit, governance).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import gc
 
 import typer
 
-from potable.cli import model, operations, records, release  # noqa: F401 - importing registers the commands
+from potable.cli import data, model, operations, records, release  # noqa: F401 - importing registers the commands
 from potable.cli.app import app
 from potable.cli.common import debugging
 

@@ -14,9 +14,11 @@ app = typer.Typer(
 audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
 governance_app = typer.Typer(help="Governance reports.", no_args_is_help=True)
 rollout_app = typer.Typer(help="The local blue-green target (nginx + two BentoML slots).", no_args_is_help=True)
+data_app = typer.Typer(help="The versioned training table (Delta Lake): start, log, show, diff.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(governance_app, name="governance")
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(data_app, name="data")
 
 
 @app.callback()

@@ -16,38 +16,52 @@ from potable.cli.common import fail, prepare_environment, run_flow, use_running_
 
 @app.command()
 def train(
-    data: Annotated[str | None, typer.Option(help="CSV path or s3://bucket/key; default: the bundled data")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="CSV path or s3://bucket/key: a batch to validate and append first; default none"),
+    ] = None,
+    dataset_version: Annotated[
+        int | None,
+        typer.Option(min=0, help="Training table version to train on (default the latest; `potable data log`)"),
+    ] = None,
     trials: Annotated[
         int | None, typer.Option(min=1, help="Optuna trials (default from configs/training.yaml)")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for split, CV and sampler")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for CV and sampler")] = None,
 ) -> None:
-    """Validate a batch, tune, evaluate and register a model; the last stdout line is a JSON summary."""
-    from core.settings import BUNDLED_DATA
-
-    data = data or str(BUNDLED_DATA)
+    """Append a batch (optional), then tune, judge and register a model on a training table version;
+    the last stdout line is a JSON summary."""
+    if data and dataset_version is not None:
+        fail("give --data (a batch to append) or --dataset-version (a version to train on), not both")
 
     def load():
         from core.expectations import start_prevalidation
         from core.settings import get_settings
+        from core.table import training_table
 
-        start_prevalidation(data, get_settings())
+        settings = get_settings()
+        if data:
+            start_prevalidation(data, settings)
+        if settings.seed_data.strip().lower() != "none" and not training_table(settings).exists():
+            start_prevalidation(settings.seed_data, settings)  # a new table's first version is validated too
         # Imported while the Prefect server and the validation worker start.
-        from flows.training import BatchRejected
+        from flows.training import BatchRejected, SeedDataRejected
         from flows.training import train as train_flow
         from tasks.data import BatchError
+        from tasks.dataset import TableRefused
         from tasks.registry import setup_mlflow
 
         # A new home's MLflow store is created (a copy of the blank one, else MLflow's migrations) while
         # the Prefect server still starts; the flow sets MLflow up itself as usual and finds the store there.
         setup_mlflow(get_settings())
 
-        return train_flow, (BatchRejected, BatchError)
+        return train_flow, (BatchRejected, BatchError, TableRefused, SeedDataRejected)
 
     summary = run_flow(
         "training stopped, nothing registered",
         load,
         data=data,
+        dataset_version=dataset_version,
         trials=trials,
         seed=seed,
         show_progress=sys.stderr.isatty(),

@@ -33,11 +33,32 @@ def audit_verify(
 
 @audit_app.command("lineage")
 def audit_lineage(version: Annotated[str, typer.Option(help="Model version")]) -> None:
-    """Print the chain of a model version: data → validation → study → run → version → gate → approval."""
+    """Print the chain of a model version: table version → its batches → run → version → gate → approval."""
+    prepare_environment()
     from core.settings import get_settings
+    from core.table import TableError, TrainingTable, training_table
+    from core.versions import ModelRegistry, UnknownVersion
     from governance.audit import audit_log
 
-    entries = audit_log(get_settings()).lineage(version)
+    settings = get_settings()
+    try:
+        record = ModelRegistry(settings).get(version)
+    except UnknownVersion as exc:
+        fail(str(exc))
+    batches: list[tuple[str, str]] = []
+    if record.dataset_version is not None:
+        table = training_table(settings)
+        if record.table_uri and record.table_uri != table.uri:
+            table = TrainingTable(record.table_uri, table.decimals, table.evaluation_share, table.storage_options)
+        try:
+            commits = [c for c in table.log() if c.version <= record.dataset_version and c.batch_sha256]
+        except TableError as exc:
+            fail(f"v{version} was trained on table v{record.dataset_version}, which cannot be read: {exc}")
+        typer.echo(f"v{version} was trained on training table {table.uri} v{record.dataset_version}:")
+        for c in commits:
+            typer.echo(f"  table v{c.version:<4} batch {c.batch_sha256[:12]}  +{c.rows_added} rows  {c.source}")
+            batches.append((c.batch_sha256, str(c.version)))
+    entries = audit_log(settings).lineage(version, batches)
     if not entries:
         fail(f"no audit entries for model version {version}")
     for e in entries:
