@@ -76,7 +76,7 @@ def test_too_many_duplicate_rows(reference_frame, write_csv, settings) -> None:
 
 def test_header_only_fails_on_row_count(reference_frame, write_csv, settings) -> None:
     report = _validate(reference_frame.head(0), write_csv, settings)
-    assert report.failures == ["expect_table_row_count_to_be_between: 0 rows, need at least 500"]
+    assert report.failures == ["expect_table_row_count_to_be_between: 0 rows, need at least 1"]
 
 
 @pytest.mark.parametrize(

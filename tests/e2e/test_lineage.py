@@ -50,24 +50,29 @@ def lenient_policy(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("POTABLE_POLICY_CONFIG", str(tmp_path / "policy.yaml"))
 
 
-def test_every_consumer_reads_the_versions_own_batch(prefect_api, settings, shifted_batch, lenient_policy) -> None:
+def test_every_consumer_reads_the_versions_own_batch(
+    prefect_api, settings, shifted_batch, lenient_policy, monkeypatch
+) -> None:
     uri, frame, sha256 = shifted_batch
+    monkeypatch.setenv("POTABLE_SEED_DATA", "none")  # the table starts from this batch alone
     summary = train(data=uri, trials=2)
     assert summary["gate_passed"] and summary["bento_tag"], summary["gate_failures"]
     shutil.rmtree(settings.home_dir / "downloads")  # nothing may read the batch from this disk any more
 
     registry = ModelRegistry(settings)
     record = registry.get(summary["model_version"])
-    assert record.data_sha256 == sha256 != file_sha256(BUNDLED_DATA)
+    assert record.dataset_version == summary["dataset_version"] == 0 and record.table_uri == settings.table
 
-    # The run carries the batch as its `training` dataset input, with its source and digest.
+    # The run carries the table version as its `training` dataset input, and the rows it used.
     run = registry.client.get_run(record.run_id)
     inputs = run.inputs.dataset_inputs
     (given,) = [i for i in inputs if {t.key: t.value for t in i.tags}["mlflow.data.context"] == CONTEXT]
-    assert given.dataset.digest == sha256[: len(given.dataset.digest)] and uri in given.dataset.source
+    assert given.dataset.source.endswith(f"{settings.table}@v0")
     stored = training_batch(record.run_id)
-    assert stored.source == uri and stored.sha256 == sha256
-    pd.testing.assert_frame_equal(stored.frame, frame)
+    assert stored.sha256 == record.data_sha256 != file_sha256(BUNDLED_DATA) and stored.dataset_version == 0
+    assert set(stored.frame["batch_sha256"]) == {sha256}  # every row came from this batch
+    as_rows = {tuple(np.round(r, 6)) for r in frame[list(FEATURES)].fillna(-1).to_numpy()}
+    assert {tuple(np.round(r, 6)) for r in stored.features.fillna(-1).to_numpy()} == as_rows
 
     # ONNX parity ran on the version's own rows (all of them), not on the bundled data's 3,276.
     assert record.serving_runtime == f"onnx (parity {record.serving_runtime.split()[2]} on {len(frame)} rows)"
@@ -77,7 +82,7 @@ def test_every_consumer_reads_the_versions_own_batch(prefect_api, settings, shif
     assert len(reference) == len(frame) and 0.0 < share < 1.0
     assert reference["ph"].mean() == pytest.approx(frame["ph"].mean())
 
-    # Release golden rows: the version's own hold-out (its run's test_size and seed), each row from the batch.
+    # Release golden rows: the version's own evaluation rows, each row from the batch.
     golden, expected, hold_out_share = golden_set.fn(record, 25, settings)
     assert len(golden) == 25 and len(expected) == 25 and 0.0 < hold_out_share < 1.0
     batch_rows = {tuple(np.round(r, 6)) for r in frame[list(FEATURES)].fillna(-1).to_numpy()}

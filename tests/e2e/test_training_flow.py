@@ -38,7 +38,9 @@ def test_train_registers_a_described_candidate(prefect_api, settings) -> None:
     version = client.get_model_version_by_alias(MODEL_NAME, "candidate")
     assert str(version.version) == summary["model_version"] == "1"
     tags = version.tags
-    assert tags["data_sha256"] == file_sha256(BUNDLED_DATA) == summary["data_sha256"]
+    # Trained on the training table's first version, the bundled data (the same batch again added nothing).
+    assert summary["dataset_version"] == int(tags["dataset_version"]) == 0 and summary["batch"]["rows_added"] == 0
+    assert tags["data_sha256"] == summary["data_sha256"] and summary["rows"]["evaluation"] > 600
     assert tags["optuna_study"] == summary["optuna_study"] and len(tags["git_commit"]) >= 7
     assert float(tags["threshold"]) == pytest.approx(summary["threshold"], abs=1e-6)
     for metric in ("roc_auc", "pr_auc", "f1", "brier", "log_loss", "accuracy", "precision", "recall"):
@@ -101,9 +103,9 @@ def test_train_from_s3_and_quarantine_under_a_prefix(
     monkeypatch.setenv("POTABLE_WATCH", f"s3://{s3_bucket_name}/incoming/")  # the landing area
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     s3.upload_file(str(BUNDLED_DATA), s3_bucket_name, "incoming/water.csv")
+    monkeypatch.setenv("POTABLE_SEED_DATA", "none")
     summary = train(data=f"s3://{s3_bucket_name}/incoming/water.csv", trials=1)
-    assert summary["data"] == f"s3://{s3_bucket_name}/incoming/water.csv"
-    assert summary["data_sha256"] == file_sha256(BUNDLED_DATA)
+    assert summary["dataset_version"] == 0 and summary["batch"]["rows_added"] == 3276  # the S3 batch is v0
 
     bad = reference_frame.assign(Hardness=-1.0).to_csv(index=False).encode()
     s3.put_object(Bucket=s3_bucket_name, Key="incoming/bad.csv", Body=bad)
