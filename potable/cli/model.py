@@ -74,10 +74,12 @@ def validate(
     path: Annotated[str, typer.Argument(help="CSV path or s3://bucket/key")],
     quarantine: Annotated[bool, typer.Option(help="Move a failing batch to quarantine")] = False,
 ) -> None:
-    """Validate one batch with the Great Expectations suite (exit 0 valid, 1 rejected)."""
+    """Validate one batch: the Great Expectations suite, then its labels against the training table
+    (exit 0 valid, 1 rejected). Nothing is appended."""
     prepare_environment()
     from core.settings import get_settings
-    from tasks.data import BatchError, fetch_batch
+    from tasks.data import BatchError, fetch_batch, read_batch
+    from tasks.dataset import check_batch_labels, training_table
     from tasks.validation import quarantine_batch, validate_batch
 
     settings = get_settings()
@@ -87,8 +89,13 @@ def validate(
         fail(f"validation failed: {exc}")
     report = validate_batch(batch, settings)
     if report.success:
+        labels = check_batch_labels(training_table(settings), read_batch(batch.path), batch.sha256, settings)
+        report.failures.extend(labels.failures)
+        report.success, report.labels = labels.success, labels.summary()
+    if report.success:
         print(
-            f"{report.summary()} ({Path(batch.path).name}, sha256 {batch.sha256[:12]}); data docs: {report.data_docs}"
+            f"{report.summary()} ({Path(batch.path).name}, sha256 {batch.sha256[:12]}); {report.labels}; "
+            f"data docs: {report.data_docs}"
         )
         return
     lines = [f"validation failed for {batch.uri} ({len(report.failures)} problem(s)):"]
