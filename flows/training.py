@@ -165,6 +165,12 @@ def seed_if_new(table: TrainingTable, settings: Settings) -> Appended | None:
     report = validate_batch_task(seed, settings)
     if not report.success:
         raise SeedDataRejected(f"seed data {seed.uri} failed validation: " + "; ".join(report.failures))
+    audit_log(settings).append(
+        "train-flow",
+        "batch_validated",
+        {"data_sha256": seed.sha256},
+        {"source": seed.uri, "rows": report.rows, "data_docs": str(report.data_docs), "seed": True},
+    )
     appended = seed_table_task(table, seed, read_batch(seed.path), settings)
     get_run_logger().info("training table %s started from %s: v0, %s rows", table.uri, seed.uri, appended.rows_added)
     return appended

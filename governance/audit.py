@@ -147,7 +147,17 @@ class AuditTrail(ABC):
         entries = self.entries()
         mine = [e for e in entries if e["subject"].get("model_version") == str(model_version)]
         keys = {(k, e["subject"][k]) for e in mine for k in ("run_id", "study") if k in e["subject"]}
-        wanted = set(batches or ())
+        if batches is None:  # from the trail alone: the commits up to the table version the run trained on
+            trained_on = [int(e["subject"]["dataset_version"]) for e in mine if "dataset_version" in e["subject"]]
+            batches = [
+                (e["subject"].get("data_sha256"), e["subject"]["dataset_version"])
+                for e in entries
+                if e["action"] in TABLE_ACTIONS
+                and e["details"].get("committed", True)
+                and trained_on
+                and int(e["subject"]["dataset_version"]) <= trained_on[0]
+            ]
+        wanted = set(batches)
 
         def related(e: dict[str, Any]) -> bool:
             subject = e["subject"]
@@ -157,7 +167,19 @@ class AuditTrail(ABC):
                 return (subject.get("data_sha256"), subject.get("dataset_version")) in wanted
             return False
 
-        return sorted((e for e in entries if related(e)), key=lambda e: e["seq"])
+        chosen = [e for e in entries if related(e)]
+        # Each commit's own validation: the last `batch_validated` of those bytes before the commit.
+        for commit in [e for e in chosen if e["action"] in TABLE_ACTIONS]:
+            earlier = [
+                e
+                for e in entries
+                if e["action"] == "batch_validated"
+                and e["subject"].get("data_sha256") == commit["subject"].get("data_sha256")
+                and e["seq"] < commit["seq"]
+            ]
+            if earlier:
+                chosen.append(earlier[-1])
+        return sorted({e["seq"]: e for e in chosen}.values(), key=lambda e: e["seq"])
 
 
 class AuditLog(AuditTrail):
