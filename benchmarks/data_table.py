@@ -95,10 +95,18 @@ def poison(work: Path, data: pd.DataFrame, trials: str) -> None:
     print("\n== poison")
     for name in ("inverted.csv", "flipped40.csv"):
         code, _, err = potable(home, "train", "--data", str(work / name), "--trials", trials, ok=False)
-        reason = next((line.strip() for line in err.splitlines() if "labels:" in line), err.strip()[-200:])
-        print(f"  {name}: exit {code}; {reason[:220]}")
+        reasons = [line.strip() for line in err.splitlines() if line.strip().startswith("- labels:")]
+        print(f"  {name}: exit {code}; {len(reasons)} label finding(s):")
+        for reason in reasons:
+            print(f"    {reason[:200]}")
     log = json.loads(potable(home, "data", "log", "--json")[1])
-    print(f"  table versions after both: {[c['version'] for c in log]} (bar: only v0, nothing registered)")
+    from mlflow import MlflowClient
+
+    versions = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").search_model_versions("name='water-potability'")
+    print(
+        f"  after both: table versions {[c['version'] for c in log]}, model versions {len(versions)} "
+        "(bar: v0 only, and only the seed run's version 1)"
+    )
 
 
 def accumulation(work: Path, data: pd.DataFrame, trials: str) -> None:

@@ -103,6 +103,11 @@ def append_batch(table: TrainingTable, batch: Batch, frame: pd.DataFrame, labels
 def read_training_rows(table: TrainingTable, version: int | None, data_rules: dict[str, Any]) -> TrainingRows:
     """Read and verify a version, apply the history window, cap the size; refuse what cannot be trained."""
     history = data_rules["history"]
+    if not table.exists():
+        raise TableRefused(
+            f"no training table at {table.uri} yet: give a batch (--data), start it with `potable data init FILE`, "
+            "or let POTABLE_SEED_DATA name its first version"
+        )
     try:
         rows: TableVersion = table.read(version, history["last_versions"], history["last_days"])
     except TableError as exc:
