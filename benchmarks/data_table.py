@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 POTABLE = Path(sys.executable).with_name("potable")
 
 from core.settings import BUNDLED_DATA, FEATURES  # noqa: E402
+from tests.batches import remeasured as noisy  # noqa: E402
 
 
 def potable(home: Path, *args: str, env: dict[str, str] | None = None, ok: bool = True) -> tuple[int, str, str]:
@@ -45,14 +46,6 @@ def potable(home: Path, *args: str, env: dict[str, str] | None = None, ok: bool 
 
 def last_json(stdout: str):
     return json.loads(stdout.strip().splitlines()[-1])
-
-
-def noisy(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    out = frame.copy()
-    for name in FEATURES:
-        out[name] = out[name] * (1 + rng.normal(0, 0.01, len(out)))
-    return out
 
 
 def overlap(work: Path, data: pd.DataFrame, trials: str) -> None:

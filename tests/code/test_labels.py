@@ -9,7 +9,8 @@ from core import configs
 from core.labels import check_labels, wilson_bounds
 from core.settings import FEATURES
 from core.table import TrainingTable
-from tests.code.test_table import DECIMALS, noisy
+from tests.batches import remeasured as noisy
+from tests.code.test_table import DECIMALS
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ def _broken(tmp_path, monkeypatch, name: str, change) -> None:
     [
         ("policy.yaml", lambda c: c["rules"][1].update(limt=c["rules"][1].pop("limit")), "rules.1.limt"),
         ("training.yaml", lambda c: c["tuning"].update(n_trials="many"), "tuning.n_trials"),
-        ("training.yaml", lambda c: c.update(test_size=1.5), "test_size"),
+        ("training.yaml", lambda c: c["data"].update(evaluation_share=1.5), "data.evaluation_share"),
         ("monitoring.yaml", lambda c: c.update(ks_alfa=0.05), "ks_alfa"),
         ("release.yaml", lambda c: c["slots"].update(green=c["slots"]["blue"]), "slots"),
         ("validation.yaml", lambda c: c["columns"].pop("Turbidity"), "Turbidity"),

@@ -6,13 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from core.settings import BUNDLED_DATA, FEATURES, PROJECT_ROOT
 from core.table import TableDamaged, TableVersionMissing, TrainingTable
+from tests.batches import remeasured as noisy
 
 DECIMALS = {name: 2 for name in FEATURES}
 
@@ -20,15 +20,6 @@ DECIMALS = {name: 2 for name in FEATURES}
 @pytest.fixture
 def table(tmp_path: Path) -> TrainingTable:
     return TrainingTable(str(tmp_path / "table"), DECIMALS, 0.2)
-
-
-def noisy(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Bundled rows re-measured with 1 % noise: new content, believable labels."""
-    rng = np.random.default_rng(seed)
-    out = frame.copy()
-    for name in FEATURES:
-        out[name] = out[name] * (1 + rng.normal(0, 0.01, len(out)))
-    return out
 
 
 def test_a_re_export_with_other_rounding_adds_only_the_new_rows(table, reference_frame) -> None:

@@ -15,7 +15,7 @@ from sklearn.base import clone
 from core.settings import BUNDLED_DATA, FEATURES, MODEL_NAME
 from flows.training import ArrivalRefused, BatchRejected, train
 from governance.audit import audit_log
-from tasks.data import BatchError, file_sha256
+from tasks.data import BatchError
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ from core.versions import CHAMPION, ModelRegistry
 from flows.training import BatchRejected, train
 from governance.audit import audit_log
 from tasks.dataset import TableRefused
-from tests.code.test_table import noisy
+from tests.batches import remeasured as noisy
 
 pytestmark = pytest.mark.e2e
 
