@@ -99,9 +99,11 @@ def promote(version: str) -> dict[str, Any]:
             version,
         )
         timeout = configs.policy(settings).approval.timeout_seconds
-        approval = pause_flow_run(
-            wait_for_input=ApprovalInput, timeout=timeout, poll_interval=2, key=f"approval-v{version}"
-        )
+        from tasks.governance import approval_description  # here: `potable approve` imports this module too
+
+        # The form carries the decision's evidence (Prefect shows the description above it).
+        form = ApprovalInput.with_initial_data(description=approval_description(version, settings))
+        approval = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=2, key=f"approval-v{version}")
     subject = {"model_version": version}
     details = {"approver": approval.approver, "comment": approval.comment}
     if approval.decision == "reject":

@@ -40,6 +40,17 @@ def answer_promotion(version: str, approver: str, decision: str, comment: str = 
     return run_id
 
 
+def evidence(version: str) -> str:
+    """The same evidence the form in the Prefect UI shows (rendered from what the gate recorded)."""
+    from core.settings import get_settings
+    from tasks.governance import approval_description
+
+    try:
+        return approval_description(version, get_settings())
+    except Exception as exc:  # noqa: BLE001 - a version gated before evidence was recorded still gets listed
+        return f"(no recorded evidence: {exc})"
+
+
 def pending_approvals() -> list[dict[str, str]]:
     """Every paused `promote` run: version, test metrics from the registry, since when, its UI page."""
     from core.alerts import flow_run_url
@@ -68,6 +79,7 @@ def pending_approvals() -> list[dict[str, str]]:
                 else "?",
                 "url": flow_run_url(run),
                 "flow_run_id": str(run.id),
+                "evidence": evidence(version),
             }
         )
     return pending

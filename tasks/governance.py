@@ -232,3 +232,25 @@ def govern_task(
     settings: Settings,
 ) -> GovernanceVerdict:
     return govern(model, registered, X_test, y_test, run, settings)
+
+
+def evidence_links(record, settings: Settings) -> dict[str, str]:
+    """Where the approver reads more: the MLflow run (UI of `potable up`), model card, governance report."""
+    experiment = mlflow.get_run(record.run_id).info.experiment_id
+    ui = f"http://127.0.0.1:{settings.mlflow_port}"
+    return {
+        "MLflow run": f"{ui}/#/experiments/{experiment}/runs/{record.run_id}",
+        "model card": f"{ui}/#/experiments/{experiment}/runs/{record.run_id}/artifacts/governance",
+        "governance report": f"`potable governance report --version {record.version}`",
+    }
+
+
+def approval_description(version: str, settings: Settings) -> str:
+    """The evidence for the approval form of `version`, from what the gate recorded with the version."""
+    from governance.evidence import approval_evidence
+    from tasks.registry import setup_mlflow
+
+    setup_mlflow(settings)
+    record = ModelRegistry(settings).get(version)
+    verdict = mlflow.artifacts.load_dict(f"runs:/{record.run_id}/governance/verdict.json")
+    return approval_evidence(record, verdict, evidence_links(record, settings))

@@ -177,8 +177,13 @@ def approve(
 
 
 @app.command()
-def approvals() -> None:
-    """Promotions waiting for a person: version, test metrics, since when, and the run's page in the Prefect UI."""
+def approvals(
+    brief: Annotated[
+        bool, typer.Option("--brief", help="One line per waiting promotion, without the evidence")
+    ] = False,
+) -> None:
+    """Promotions waiting for a person: version, metrics, since when, the run's page in the Prefect UI, and
+    the evidence the approval form shows (gate rules, champion comparison with its interval, slices)."""
     use_running_api("no Prefect API to ask: start the platform (`potable up`) or set PREFECT_API_URL")
     from potable.approvals import pending_approvals
 
@@ -190,3 +195,5 @@ def approvals() -> None:
             f"v{p['version']:<4} waiting since {p['since']}  roc_auc {p['roc_auc']}  "
             f"false-potable {p['false_potable_rate']}  {p['url']}"
         )
+        if not brief:
+            typer.echo(p["evidence"])

@@ -17,7 +17,7 @@ from flows.promotion import PromotionRefused, promote
 from flows.training import train
 from governance.audit import audit_log
 from governance.report import write_governance_report
-from potable.approvals import answer_promotion, waiting_promotion
+from potable.approvals import answer_promotion, pending_approvals, waiting_promotion
 from tasks.packaging import PackagingRefused, package_version
 
 pytestmark = pytest.mark.e2e
@@ -39,16 +39,25 @@ def _promote_in_background(version: str) -> tuple[threading.Thread, dict]:
     return thread, outcome
 
 
-def _answer_when_waiting(version: str, approver: str, decision: str, comment: str) -> None:
+def _wait_paused(version: str):
     deadline = time.monotonic() + 90
     while True:
         try:
-            waiting_promotion(version)
-            break
+            return waiting_promotion(version)
         except LookupError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def _form_description(version: str) -> str:
+    from prefect.input.actions import read_flow_run_input
+
+    return read_flow_run_input(f"paused-approval-v{version}-description", flow_run_id=_wait_paused(version))
+
+
+def _answer_when_waiting(version: str, approver: str, decision: str, comment: str) -> None:
+    _wait_paused(version)
     answer_promotion(version, approver, decision, comment)
 
 
@@ -99,6 +108,21 @@ def test_verdict_card_audit_and_approval(prefect_api, settings) -> None:
     assert "champion v1" in client.get_model_version(MODEL_NAME, second["model_version"]).tags["champion_comparison"]
     if second["gate_passed"]:
         thread, outcome = _promote_in_background(second["model_version"])
+        _wait_paused(second["model_version"])
+        # The form shows the decision's evidence (what the UI fetches as the input's description).
+        evidence = _form_description(second["model_version"])
+        for shown in (
+            f"### Approve v{second['model_version']} as champion?",
+            "training table",
+            f"champion v1 {second['champion_comparison']['champion_value']:.4f} on the same",
+            "95% interval [",
+            "| max_false_potable_rate |",
+            "| ph_band |",
+            "MLflow run: http://127.0.0.1:",
+        ):
+            assert shown in evidence, (shown, evidence)
+        pending = [p for p in pending_approvals() if p["version"] == second["model_version"]]
+        assert pending and pending[0]["evidence"] == evidence  # `potable approvals` prints the same
         _answer_when_waiting(second["model_version"], "bob", "reject", "not convinced")
         thread.join(timeout=120)
         assert outcome["result"]["decision"] == "reject"
