@@ -137,8 +137,18 @@ def alert_from_state(flow: Any, flow_run: Any, state: Any) -> Alert:
     for key in ("bento_tag", "data"):
         if summary.get(key):
             details[key.replace("_", " ")] = str(summary[key])
+    if isinstance(summary.get("batch"), dict) and summary["batch"].get("source"):
+        details["batch"] = str(summary["batch"]["source"])
+    if summary.get("dataset_version") is not None:
+        details["table version"] = str(summary["dataset_version"])
+    named = getattr(state, "name", None)  # GateFailed, Rejected, Unchanged: an outcome that says "no" says it
+    title = (
+        f"{flow.name} {named}"
+        if status == "completed" and named not in (None, "Completed")
+        else f"{flow.name} {status}"
+    )
     return Alert(
-        title=f"{flow.name} {status}",
+        title=title,
         status=status,
         flow=flow.name,
         run_url=flow_run_url(flow_run),

@@ -6,13 +6,14 @@ on the paused run, and `potable approve` answers the same request from the CLI (
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.states import Completed
 from pydantic import Field
 
 from core import configs
@@ -68,7 +69,7 @@ def announce(decision: str, version: str, approver: str) -> None:
 
 
 @flow(name=PROMOTE_FLOW, log_prints=True, **FLOW_ALERT_HOOKS)
-def promote(version: str) -> dict[str, Any]:
+def promote(version: str):
     """Wait for an approval of `version`, then move alias `champion` to it (or leave aliases untouched)."""
     logger = get_run_logger()
     settings = get_settings()
@@ -110,12 +111,20 @@ def promote(version: str) -> dict[str, Any]:
         audit.append(approval.approver, "promotion_rejected", subject, details)
         registry.record(version, approval=f"rejected by {approval.approver}")
         announce("rejected", version, approval.approver)
-        return {
+        outcome = {
             "version": version,
             "decision": "reject",
             "approver": approval.approver,
             "champion": champion_version(registry),
         }
+        get_run_logger().warning("v%s rejected by %s: %s", version, approval.approver, approval.comment or "no comment")
+        create_markdown_artifact(
+            key="promotion",
+            markdown=f"## v{version} rejected\n\nRejected by **{approval.approver}** "
+            f"({approval.comment or 'no comment'}); champion stays "
+            f"{'v' + str(outcome['champion']) if outcome['champion'] else 'none'}.",
+        )
+        return Completed(name="Rejected", message=f"rejected by {approval.approver}", data=outcome)
     previous = champion_version(registry)
     audit.append(approval.approver, "promotion_approved", subject, details)
     registry.move_alias(CHAMPION, version)

@@ -335,10 +335,11 @@ def govern_and_package(
     return verdict, packaged
 
 
-def announce_gated(summary: dict[str, Any]) -> None:
-    """`potable.model.gated`: the `promote` deployment's trigger, so the approval form waits in the UI at once."""
+def announce_gated(summary: dict[str, Any], event: str = "potable.model.gated") -> None:
+    """`potable.model.gated`: the `promote` deployment's trigger, so the approval form waits in the UI at once
+    (`potable.model.gate_failed` for a version the gate refused)."""
     emit_event(
-        "potable.model.gated",
+        event,
         resource={
             "prefect.resource.id": f"{EVENT_RESOURCE_PREFIX}.{summary['model_version']}",
             "prefect.resource.name": f"{MODEL_NAME} v{summary['model_version']}",
@@ -348,12 +349,19 @@ def announce_gated(summary: dict[str, Any]) -> None:
             "bento_tag": summary["bento_tag"],
             "metrics": summary["metrics"],
             "data": summary["data"],
+            "dataset_version": summary["dataset_version"],
+            "gate_failures": summary["gate_failures"],
         },
     )
 
 
 def summarise(
-    t: Trained, rows: TrainingRows, appended: Appended | None, verdict: GovernanceVerdict, packaged: Packaged | None
+    t: Trained,
+    rows: TrainingRows,
+    appended: Appended | None,
+    source: str | None,
+    verdict: GovernanceVerdict,
+    packaged: Packaged | None,
 ) -> dict[str, Any]:
     r = t.registered
     return {
@@ -368,7 +376,12 @@ def summarise(
         "rows": rows.counts(),
         "batch": None
         if appended is None
-        else {"rows": appended.batch_rows, "rows_added": appended.rows_added, "duplicates": appended.duplicates},
+        else {
+            "source": source,
+            "rows": appended.batch_rows,
+            "rows_added": appended.rows_added,
+            "duplicates": appended.duplicates,
+        },
         "champion_comparison": verdict.comparison.as_dict(),
         "optuna_study": t.study_name,
         "model_family": t.tuning.best_family,
@@ -422,10 +435,13 @@ def train(
         verdict, packaged = govern_and_package(trained, parts, rows, config, settings)
     finally:
         trained.onnx_export.discard()  # idempotent: stops the conversion of a version that was not packaged
-    summary = summarise(trained, rows, appended, verdict, packaged)
+    summary = summarise(trained, rows, appended, data, verdict, packaged)
     publish_summary(summary, trained.tuning, trained.evaluation)
     if not verdict.passed:
-        return summary
+        # A "no" is named as one: the runs list shows GateFailed, and the event says it too.
+        announce_gated(summary, "potable.model.gate_failed")
+        why = f"v{summary['model_version']} failed the policy gate: " + "; ".join(summary["gate_failures"])
+        return Completed(name="GateFailed", message=why[:2000], data=summary)
     announce_gated(summary)
     # A deployed run hands over to the `promote` deployment through the event; a run started from the CLI
     # (private Prefect server, no deployments) with auto-approve promotes here instead.

@@ -10,6 +10,8 @@ import mlflow
 import pytest
 import yaml
 from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
 from core import configs
 from core.settings import MODEL_NAME
@@ -48,6 +50,13 @@ def _wait_paused(version: str):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def _wait_any_run(version: str):
+    """The newest `promote` run of this version, whatever its state."""
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["promote"])))
+    return max((r for r in runs if str(r.parameters.get("version")) == str(version)), key=lambda r: r.created).id
 
 
 def _form_description(version: str) -> str:
@@ -126,6 +135,9 @@ def test_verdict_card_audit_and_approval(prefect_api, settings) -> None:
         _answer_when_waiting(second["model_version"], "bob", "reject", "not convinced")
         thread.join(timeout=120)
         assert outcome["result"]["decision"] == "reject"
+        with get_client(sync_client=True) as prefect:
+            rejected = prefect.read_flow_run(_wait_any_run(second["model_version"]))
+        assert rejected.state.name == "Rejected" and "rejected by bob" in rejected.state.message
     assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "1"
 
     log = audit_log(settings)
@@ -155,7 +167,9 @@ def test_failing_gate_blocks_promotion(prefect_api, settings, tmp_path, monkeypa
     path = tmp_path / "strict-policy.yaml"
     path.write_text(yaml.safe_dump(strict))
     monkeypatch.setenv("POTABLE_POLICY_CONFIG", str(path))
-    summary = train(trials=1)
+    state = train(trials=1, return_state=True)
+    summary = state.result()
+    assert state.name == "GateFailed" and "failed the policy gate: FAIL min_test_roc_auc" in state.message
     assert not summary["gate_passed"] and "min_test_roc_auc" in summary["gate_failures"][0]
     assert summary["bento_tag"] is None  # a failing gate prevents packaging
     with pytest.raises(PackagingRefused, match="did not pass the policy gate"):

@@ -31,7 +31,12 @@ def test_the_table_grows_by_batches_and_runs_name_their_version(
 
     small = write_csv(noisy(reference_frame.sample(60, random_state=3), 3), "week-1.csv")
     second = train(data=str(small), trials=1)  # 60 rows: accepted and appended, then trained on
-    assert second["dataset_version"] == 1 and second["batch"] == {"rows": 60, "rows_added": 60, "duplicates": 0}
+    assert second["dataset_version"] == 1 and second["batch"] == {
+        "source": str(small),
+        "rows": 60,
+        "rows_added": 60,
+        "duplicates": 0,
+    }
     assert second["rows"]["train"] + second["rows"]["evaluation"] == len(reference_frame) + 60
     comparison = second["champion_comparison"]
     assert comparison["rows"] == second["rows"]["evaluation"] and comparison["dataset_version"] == 1
