@@ -110,7 +110,9 @@ def check_labels(batch: pd.DataFrame, table: pd.DataFrame, rules: dict[str, Any]
     ref_proba = model.predict_proba(reference.loc[:, list(FEATURES)])
     batch_proba = model.predict_proba(batch.loc[:, list(FEATURES)])
     labels = np.concatenate([reference[LABEL].to_numpy(int), batch[LABEL].to_numpy(int)])
-    issues = find_label_issues(labels, np.vstack([ref_proba, batch_proba]))
+    # n_jobs=1: cleanlab otherwise forks a process pool, and a fork of a process with threads (a Prefect
+    # flow run has several) can deadlock in the child; one process is fast enough for these sizes.
+    issues = find_label_issues(labels, np.vstack([ref_proba, batch_proba]), n_jobs=1)
     ref_issues, batch_issues = issues[: len(reference)], issues[len(reference) :]
     table_rate, batch_rate = float(ref_issues.mean()), float(batch_issues.mean())
     low, _ = wilson_bounds(int(batch_issues.sum()), len(batch), confidence)
