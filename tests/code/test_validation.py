@@ -158,3 +158,33 @@ def test_an_absurd_header_is_refused_before_parsing(write_csv, settings) -> None
     wide = write_csv(",".join(f"c{i}" for i in range(5_000)) + "\n" + ",".join("1" for _ in range(5_000)) + "\n")
     report = validate_batch(fetch_batch(str(wide), settings), settings)
     assert any("header has 5000 columns" in f for f in report.failures)
+
+
+def test_a_batch_over_the_size_limits_is_refused_before_parsing(
+    reference_frame, write_csv, settings, tmp_path, monkeypatch
+) -> None:
+    """Row and byte limits are checked on the raw file, so the parse (and its memory) never happens."""
+    import yaml
+
+    from core.settings import CONFIG_DIR
+
+    rules = yaml.safe_load((CONFIG_DIR / "validation.yaml").read_text(encoding="utf-8"))
+    rules.update(max_rows=1000, max_bytes=10_000_000)
+    (tmp_path / "validation.yaml").write_text(yaml.safe_dump(rules), encoding="utf-8")
+    monkeypatch.setenv("POTABLE_VALIDATION_CONFIG", str(tmp_path / "validation.yaml"))
+    from core.settings import Settings
+
+    settings = Settings()
+    many = fetch_batch(str(write_csv(reference_frame.head(1500), "many.csv")), settings)
+    report = validate_batch(many, settings)
+    assert not report.success and report.failures == [
+        "batch too large: many.csv: more than 1,000 rows, over the limit (configs/validation.yaml max_rows)"
+    ]
+    rules.update(max_bytes=50_000)
+    (tmp_path / "small-files.yaml").write_text(yaml.safe_dump(rules), encoding="utf-8")
+    monkeypatch.setenv("POTABLE_VALIDATION_CONFIG", str(tmp_path / "small-files.yaml"))
+    settings = Settings()
+    big = fetch_batch(str(write_csv(reference_frame.head(900), "big.csv")), settings)
+    report = validate_batch(big, settings)
+    assert not report.success and "over the limit of 50,000 (configs/validation.yaml max_bytes)" in report.failures[0]
+    assert report.rows == 0 and report.data_docs is None  # refused before GX read a row
