@@ -316,10 +316,9 @@ class TrainingTable:
                 if attempt == attempts - 1:
                     raise TableError(f"could not commit to {self.uri} after {attempts} attempts: {exc}") from exc
                 time.sleep(0.05 * (attempt + 1))
-            except Exception as exc:
-                if "already exists" in str(exc).lower() or "version" in type(exc).__name__.lower():
-                    time.sleep(0.05 * (attempt + 1))  # another writer created the table first: append to it
-                    continue
+            except Exception:
+                if "table_settings" in details and self.exists():
+                    continue  # another writer created the table between our look and our write: append to it
                 raise
         raise TableError(f"could not commit to {self.uri}")
 
