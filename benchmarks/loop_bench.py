@@ -105,6 +105,7 @@ def one_round(scratch: Path) -> tuple[float, float, int]:
         "POTABLE_RELEASE_CONFIG": str(scratch / "release.yaml"),
         "POTABLE_PREFECT_PORT": str(free_port()),
         "POTABLE_MLFLOW_PORT": str(free_port()),
+        "POTABLE_REPORTS_PORT": str(free_port()),
         "POTABLE_WATCH_INTERVAL_SECONDS": "1",
         "POTABLE_WORKER_POLL_SECONDS": "1",
     }

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from benchmarks.loadgen import LoadGenerator  # noqa: E402
 from core.batches import read_batch  # noqa: E402
 from core.settings import BUNDLED_DATA, CONFIG_DIR, FEATURES  # noqa: E402
-from tests.conftest import SlackReceiver, free_port  # noqa: E402
+from tests.conftest import AlertReceiver, free_port  # noqa: E402
 
 
 def traffic() -> list[dict]:
@@ -67,8 +67,8 @@ def run(connections: int, watch_seconds: float, scratch: Path) -> bool:
     os.environ["POTABLE_AUTO_APPROVE"] = "0"
     v2 = train(trials=1)["model_version"]
     home, router = Path(os.environ["POTABLE_HOME"]), f"http://127.0.0.1:{config['router']['listen']}/predict"
-    slack = SlackReceiver()
-    os.environ["POTABLE_SLACK_WEBHOOK_URL"] = slack.url
+    alerts = AlertReceiver()
+    os.environ["POTABLE_ALERT_URLS"] = alerts.url
     try:
         release(version=v1)
         load = LoadGenerator(router, traffic(), connections).start()
@@ -88,7 +88,7 @@ def run(connections: int, watch_seconds: float, scratch: Path) -> bool:
         failed = [end for began, end, status in load.results if began >= killed[0] and not 200 <= status < 300]
         clean_s = (max(failed) - killed[0]) if failed else 0.0
         after = load.failures(since=back_at)
-        alerted = any("release failed" in text for text in slack.texts())
+        alerted = any("release RolledBack" in text for text in alerts.texts())
         load2 = LoadGenerator(router, traffic(), connections).start()
         healthy = release(version=v2, override_reason="second model, reviewed")
         load2.stop()
@@ -98,7 +98,7 @@ def run(connections: int, watch_seconds: float, scratch: Path) -> bool:
         from deployments.rollout import BlueGreen
 
         BlueGreen(home, config, lambda *_: None, child_env(get_settings())).shutdown()
-        slack.stop()
+        alerts.stop()
     print(f"crash rehearsal ({connections} connections): green SIGKILLed right after the switch → {outcome}")
     print(f"  kill → switched back: {back_at - killed[0]:.2f} s (the flow returned)")
     print(f"  kill → last failed client request: {clean_s:.2f} s (bar <= 10 s); failures in the episode {len(failed)}")

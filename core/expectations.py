@@ -21,6 +21,7 @@ import pandas as pd
 
 from core import configs
 from core.batches import Batch, BatchError, check_size, file_sha256, read_batch
+from core.data_docs import make_offline
 from core.settings import COLUMNS, Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ def run_expectations(frame: pd.DataFrame, rules: dict[str, Any], docs_dir: Path)
         )
     )
     outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+    make_offline(docs_dir)
     results = [r for run in outcome.run_results.values() for r in run.results]
     failures = describe_failures(results, frame, rules["example_values"])
     return ValidationReport(

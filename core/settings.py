@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         default=False, description="Dev only: approve promotions without an approver (audited as such)."
     )
     git_commit: str | None = Field(default=None, description="Overrides `git rev-parse HEAD` (CI, images).")
+    alert_urls: SecretStr | None = Field(
+        default=None,
+        description="Alert destinations as Apprise URLs, comma-separated (Slack, Teams, mailto://, json:// any "
+        "webhook); alerts always also go to <home>/logs/alerts.jsonl and the Prefect event feed.",
+    )
+    alert_urls_secret: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding the alert URLs (production)."
+    )
     slack_webhook_url: SecretStr | None = Field(default=None, description="Slack incoming-webhook URL for alerts.")
     slack_webhook_secret: str | None = Field(
         default=None, description="Name of a Prefect Secret block holding the Slack webhook URL (production)."
@@ -131,6 +139,11 @@ class Settings(BaseSettings):
         "MLflow UI's authentication on.",
     )
     mlflow_port: int = Field(default=5000, description="`potable up`: MLflow UI port.")
+    reports_port: int = Field(
+        default=4210,
+        description="`potable up`: port of the reports server (model cards, Data Docs, drift reports under "
+        "<home>/reports, read-only); the Prefect artifacts link there.",
+    )
     prefect_database_url: SecretStr | None = Field(
         default=None,
         description="`potable up`: Prefect server DB (postgresql+asyncpg://...); default SQLite in <home>/prefect.",

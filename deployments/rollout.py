@@ -11,6 +11,7 @@ State (which slot is live, with which version, Bento and image digest) lives in 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +48,17 @@ class Outcome:
     watched: list[dict[str, float]] = field(default_factory=list)
 
 
+def interval_words(seen: dict[str, float]) -> str:
+    """One watch interval's figures in words (the run log's line for it)."""
+    if not seen:
+        return "no figures"
+    words = f"{seen.get('requests', 0):.0f} predictions through the router, 5xx {seen.get('error_rate', 0):.1%}"
+    words += f", p99 {seen.get('p99_ms', 0):.0f} ms"
+    if "answers" in seen:
+        words += f", potable share {seen['potable_share']:.1%} of {seen['answers']:.0f} answers"
+    return words
+
+
 class RolloutState:
     """JSON on disk, replaced atomically: live slot, each slot's process and what it serves."""
 
@@ -68,8 +80,17 @@ class RolloutState:
 class BlueGreen:
     """The local target: two BentoML slots behind nginx. `slot_env` is the whole environment of a slot."""
 
-    def __init__(self, home: Path, config: dict[str, Any], record: Record, slot_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        home: Path,
+        config: dict[str, Any],
+        record: Record,
+        slot_env: dict[str, str],
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.home, self.config, self.record, self.slot_env = home, config, record, slot_env
+        # The release narrates itself: each step with its figure, in the run's log (flows pass Prefect's logger).
+        self.say = say or logging.getLogger(__name__).info
         router = config["router"]
         self.router = NginxRouter(home, router["listen"], router["rate_limit_per_second"], router["burst"])
         self.state = RolloutState(home)
@@ -99,13 +120,24 @@ class BlueGreen:
         if leftover is not None:
             stop_slot(leftover)  # a previous release's slot that was never switched to
         slot = start_slot(idle, self.config["slots"][idle], bento_tag, version, self.home, self.slot_env)
+        self.say(f"slot {idle}: started v{version} ({bento_tag}) on {slot.url}, pid {slot.pid}")
         try:
             ready = wait_ready(slot, self.config["ready_timeout_seconds"])
+            self.say(f"slot {idle}: ready after {ready:.1f} s")
             worst = smoke_test(slot, golden, expected, self.config["smoke"]["tolerance"])
+            self.say(
+                f"slot {idle}: smoke test on {len(golden)} golden rows, largest probability difference {worst:.2e} "
+                f"(tolerance {self.config['smoke']['tolerance']:g})"
+            )
             sample = records(golden.head(1))[0]
             check = self.config["latency_check"]
             p99 = latency_check(slot, sample, check["requests"], check["max_p99_ms"])
-        except Exception:
+            self.say(
+                f"slot {idle}: latency p99 {p99:.1f} ms over {check['requests']} requests "
+                f"(limit {check['max_p99_ms']} ms)"
+            )
+        except Exception as exc:
+            self.say(f"slot {idle}: check failed, stopping it; the live path is unchanged ({exc})")
             stop_slot(slot)
             raise
         self.record("slot_ready", {"slot": idle, "ready_s": round(ready, 2), "smoke_max_diff": worst, "p99_ms": p99})
@@ -123,6 +155,7 @@ class BlueGreen:
         state["live"], state["previous"] = slot.name, previous
         self.state.save(state)
         self.record("switched", self._serving(slot, digest) | {"from": previous})
+        self.say(f"router: switched to slot {slot.name} (v{slot.version}); was {previous or 'nothing'}")
         return previous
 
     def _classes(self, slot: SlotProcess | None) -> dict[int, float] | None:
@@ -136,12 +169,18 @@ class BlueGreen:
         rules = self.config["watch"]
         watch = Watch(slot, self.router, rules, self.config["canary"], baseline)
         deadline = time.monotonic() + rules["window_seconds"]
+        self.say(
+            f"watch: judging slot {slot.name} for {rules['window_seconds']:g} s, every {rules['interval_seconds']:g} s"
+        )
         while time.monotonic() < deadline:
             time.sleep(rules["interval_seconds"])
             try:
                 reason = watch.check()
             except Exception as exc:  # noqa: BLE001 - whatever fails while judging, the old slot is safer
                 reason = f"watch failed: {type(exc).__name__}: {exc}"
+            self.say(
+                f"watch {len(watch.seen)}: {interval_words(watch.seen[-1] if watch.seen else {})} → {reason or 'ok'}"
+            )
             if reason is not None and previous is not None:
                 measured = time.monotonic()
                 self.roll_back_to(previous, reason=reason)
@@ -219,14 +258,18 @@ class BlueGreen:
             self.record(
                 "canary_baseline", {"slot": slot.name, "expected_share": expected_share, "old": baseline.get("old")}
             )
+            self.say(f"canary baseline: potable share on the hold-out {expected_share}, old slot {baseline.get('old')}")
             if on_switched is not None:
                 on_switched(slot)
             breach, rollback_s, seen = self.watch(slot, previous, baseline)
             if breach is not None:
+                self.say(f"rolled back to slot {previous} in {rollback_s:.2f} s: {breach['reason']}")
                 time.sleep(DRAIN_SECONDS)  # requests already on their way to the failed slot get their answer
                 self.retire(slot.name)
+                self.say(f"slot {slot.name} (v{version}) stopped")
                 return Outcome("rolled_back", version, previous or "", slot.name, switched_s, breach, rollback_s, seen)
             self.retire(previous)
+            self.say(f"released: v{version} live on slot {slot.name}; slot {previous or '-'} retired")
             return Outcome("released", version, slot.name, previous, switched_s, watched=seen)
 
     def repair(self) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ from tasks.drift import (
     sample_per_client,
     window_start,
 )
-from tasks.reports import keep_report
+from tasks.reports import keep_report, report_links
 from tasks.retries import io_retries
 
 DRIFT_EVENT = "potable.drift.detected"
@@ -106,7 +106,8 @@ def publish_report(report: DriftReport, version: str | None, settings: Settings)
     body = table.to_html(index=False) if not table.empty else "<p>No feature judged.</p>"
     path.write_text(f"<html><body><h1>Drift report</h1><p>{text}</p>{body}</body></html>", encoding="utf-8")
     kept = keep_report(path, settings)
-    create_markdown_artifact(key="drift-verdict", markdown=f"# Drift\n\n{text}\n\nReport: `{kept}`")
+    link = report_links(path, settings, kept)
+    create_markdown_artifact(key="drift-verdict", markdown=f"# Drift\n\n{text}\n\nReport: {link}")
     if not table.empty:
         create_table_artifact(key="drift-features", table=table.to_dict("records"))
     return path

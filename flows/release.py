@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import flow, get_client, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
+from prefect.states import Failed
 
 from core import configs
 from core.alerts import FLOW_ALERT_HOOKS
@@ -19,7 +20,7 @@ from core.environment import child_env
 from core.lineage import LineageMissing, training_batch
 from core.settings import MODEL_NAME, Settings, get_settings
 from core.versions import CHAMPION, ModelRegistry, UnknownVersion, VersionRecord
-from deployments.rollout import BlueGreen, Outcome, RolloutFailed
+from deployments.rollout import BlueGreen, Outcome, RolloutFailed, interval_words
 from governance.audit import audit_log
 from tasks.dataset import split_rows
 from tasks.packaging import PackagingRefused, local_bento
@@ -132,7 +133,8 @@ def recorder(settings: Settings, version: str, actor: str):
 
 def local_target(settings: Settings, config: dict[str, Any], version: str, actor: str) -> BlueGreen:
     """The nginx + two-slot target; every slot gets the environment derived from the settings."""
-    return BlueGreen(settings.home_dir, config, recorder(settings, version, actor), child_env(settings))
+    say = get_run_logger().info  # the release narrates itself in its run's log
+    return BlueGreen(settings.home_dir, config, recorder(settings, version, actor), child_env(settings), say=say)
 
 
 def one_release_at_a_time(timeout_seconds: float):
@@ -215,7 +217,10 @@ def release_on_aws(record: VersionRecord, config: dict[str, Any], settings: Sett
     )
 
 
-def report(outcome: Outcome, settings: Settings, actor: str) -> dict[str, Any]:
+RELEASE_WORDS = {"released": "released", "rolled_back": "ROLLED BACK"}
+
+
+def report(outcome: Outcome, settings: Settings, actor: str) -> dict[str, Any] | Failed:
     """Record the outcome on MLflow, the audit trail and a Prefect artifact; a rollback fails the flow."""
     summary = asdict(outcome)
     emit_event(
@@ -227,19 +232,24 @@ def report(outcome: Outcome, settings: Settings, actor: str) -> dict[str, Any]:
     audit_log(settings).append(
         actor, f"release_{outcome.status}", {"model_version": outcome.version, "slot": outcome.slot}, summary
     )
+    intervals = "\n".join(f"| {n} | {interval_words(seen)} |" for n, seen in enumerate(outcome.watched, start=1))
     create_markdown_artifact(
         key="release",
-        markdown=f"# Release of {MODEL_NAME} v{outcome.version}: {outcome.status}\n\n"
+        markdown=f"# Release of {MODEL_NAME} v{outcome.version}: {RELEASE_WORDS.get(outcome.status)}\n\n"
         f"live slot: **{outcome.slot}**; ready → switched {outcome.seconds_ready_to_switched:.2f} s"
         + (
             f"; breach {outcome.breach}, rolled back in {outcome.seconds_breach_to_rollback:.2f} s"
             if outcome.breach
             else ""
-        ),
+        )
+        + (f"\n\n### Watch window\n\n| interval | figures |\n|---|---|\n{intervals}" if intervals else ""),
     )
     if outcome.status == "rolled_back":
-        raise ReleaseRolledBack(
+        # A state named for what happened: the runs list says RolledBack, not a bare Failed; calling the flow
+        # still raises ReleaseRolledBack (the state carries it).
+        rolled_back = ReleaseRolledBack(
             f"v{outcome.version} rolled back to slot {outcome.slot}: {outcome.breach} "
             f"({outcome.seconds_breach_to_rollback:.2f} s after the breach was measured)"
         )
+        return Failed(name="RolledBack", message=str(rolled_back), data=rolled_back)
     return summary

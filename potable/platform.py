@@ -15,6 +15,7 @@ import subprocess  # nosec B404 # starts our own services with fixed argv lists
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from core.mlflow_store import seed_blank_store
 from core.settings import PROJECT_ROOT, Settings
 
 WORK_POOL = "potable-process"
-STOP_ORDER = ("supervisor", "watcher", "worker", "mlflow", "prefect-server")
+STOP_ORDER = ("supervisor", "watcher", "worker", "mlflow", "reports", "prefect-server")
 
 
 class PlatformError(RuntimeError):
@@ -108,6 +109,14 @@ def services(settings: Settings) -> list[Service]:
             + ["--host", settings.bind_host, "--port", str(settings.mlflow_port), "--workers", "1"]
             + (["--app-name", "basic-auth"] if settings.mlflow_auth_config else []),
             f"http://127.0.0.1:{settings.mlflow_port}",
+        ),
+        # Model cards, Data Docs and drift reports as pages the Prefect artifacts link to: loopback only and
+        # read-only (the standard library's file server), whatever POTABLE_BIND_HOST says.
+        Service(
+            "reports",
+            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(settings.reports_dir)]
+            + [str(settings.reports_port)],
+            f"http://127.0.0.1:{settings.reports_port}",
         ),
         Service("watcher", [_bin("potable"), "watch", settings.landing]),
         # Restarts the live slot (and the router) if it dies outside a release; audited and alerted.
@@ -225,28 +234,44 @@ def _register_crash_automation(settings: Settings, env: dict[str, str]) -> None:
         raise PlatformError(f"could not register the crash automation: {type(exc).__name__}: {exc}") from exc
 
 
-def up(settings: Settings) -> dict[str, dict]:
-    """Start what is not running yet, register the deployments, return the status."""
+def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> dict[str, dict]:
+    """Start what is not running yet, register the deployments, return the status. `say` hears each step
+    as it finishes, with the seconds since `up` began (the terminal shows progress, not 80 s of silence)."""
     check_exposure(settings)  # before anything starts
+    began = time.monotonic()
+
+    def done(what: str) -> None:
+        say(f"{what:<58} {time.monotonic() - began:6.1f} s")
+
     seed_blank_store(settings)  # before the MLflow UI opens (and would migrate) a new home's store
     env = platform_env(settings)
     current = {name: r for name, r in records(settings).items() if running(r)}
+    for name in current:
+        done(f"{name} already running")
     wanted = [service for service in services(settings) if service.name not in current]
-    # The MLflow UI needs nothing else: it starts beside the Prefect server; the rest need the API.
-    independent = [s for s in wanted if s.name in ("prefect-server", "mlflow")]
+    # The MLflow UI and the reports server need nothing else: they start beside the Prefect server.
+    independent = [s for s in wanted if s.name in ("prefect-server", "mlflow", "reports")]
     try:
         for service in independent:
-            start(service, settings, env)
+            done(f"{service.name} started (pid {start(service, settings, env)})")
         if any(s.name == "prefect-server" for s in independent):
             log = str(settings.home_dir / "logs" / "prefect-server.log")
             wait_for_url(f"{api_url(settings)}/health", "prefect-server", log, settings.start_timeout_seconds)
+            done(f"prefect-server answering on {api_url(settings)}")
             register_deployments(settings, env)
+            done("work pool, deployments and automations registered")
         for service in (s for s in wanted if s not in independent):
-            start(service, settings, env)
-        for name, url in (("mlflow", f"http://127.0.0.1:{settings.mlflow_port}/health"),):
-            wait_for_url(url, name, str(settings.home_dir / "logs" / f"{name}.log"), settings.start_timeout_seconds)
+            done(f"{service.name} started (pid {start(service, settings, env)})")
+        for name, url in (
+            ("mlflow", f"http://127.0.0.1:{settings.mlflow_port}/health"),
+            ("reports", f"http://127.0.0.1:{settings.reports_port}/"),
+        ):
+            if any(s.name == name for s in wanted):
+                wait_for_url(url, name, str(settings.home_dir / "logs" / f"{name}.log"), settings.start_timeout_seconds)
+                done(f"{name} answering")
         if any(s.name == "watcher" for s in wanted):
             wait_for_watcher_baseline(settings, settings.start_timeout_seconds)
+            done(f"watcher has recorded {settings.landing}")
     except PlatformError:
         down(settings)  # nothing half-started stays behind
         raise
@@ -254,7 +279,7 @@ def up(settings: Settings) -> dict[str, dict]:
     return status(settings)
 
 
-RESTARTABLE = ("worker", "watcher", "mlflow")  # the supervisor needs the Prefect server; `up` restarts that
+RESTARTABLE = ("worker", "watcher", "mlflow", "reports")  # the supervisor needs the Prefect server; `up` restarts that
 
 
 def restart_dead(settings: Settings) -> list[str]:
@@ -314,7 +339,7 @@ def down(settings: Settings) -> list[str]:
     rest at once."""
     found = records(settings)
     live = {name: p for name in STOP_ORDER if name in found and (p := running(found[name])) is not None}
-    for phase in (("supervisor",), ("watcher", "worker", "mlflow"), ("prefect-server",)):
+    for phase in (("supervisor",), ("watcher", "worker", "mlflow", "reports"), ("prefect-server",)):
         stop_processes([live[name] for name in phase if name in live])
     for name in found:
         (run_dir(settings) / f"{name}.json").unlink(missing_ok=True)

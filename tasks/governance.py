@@ -26,7 +26,7 @@ from governance.policy import PolicyReport, evaluate_policy
 from governance.slices import SliceReport, assess_slices
 from tasks.evaluation import classification_metrics
 from tasks.registry import RegisteredVersion
-from tasks.reports import keep_report
+from tasks.reports import keep_report, report_links, report_url
 
 
 @dataclass
@@ -188,8 +188,8 @@ def record_verdict(
         mlflow.log_text(json.dumps(report, indent=2, default=str), "governance/verdict.json")
         mlflow.log_artifact(str(verdict.model_card), "governance")
         mlflow.log_artifact(str(verdict.model_card.with_suffix(".html")), "governance")
-    for card in (verdict.model_card, verdict.model_card.with_suffix(".html")):
-        keep_report(card, settings)
+    page = verdict.model_card.with_suffix(".html")
+    kept = {card.suffix: keep_report(card, settings) for card in (verdict.model_card, page)}
     registry.record(
         registered.version,
         gate_passed=verdict.passed,
@@ -217,7 +217,8 @@ def record_verdict(
     )
     create_markdown_artifact(
         key="model-card",
-        markdown=verdict.model_card.read_text(encoding="utf-8"),
+        markdown=f"Model card as a page: {report_links(page, settings, kept['.html'])}"
+        f"\n\n{verdict.model_card.read_text(encoding='utf-8')}",
         description=f"Model card of {MODEL_NAME} v{verdict.version}",
     )
 
@@ -240,7 +241,8 @@ def evidence_links(record, settings: Settings) -> dict[str, str]:
     ui = f"http://127.0.0.1:{settings.mlflow_port}"
     return {
         "MLflow run": f"{ui}/#/experiments/{experiment}/runs/{record.run_id}",
-        "model card": f"{ui}/#/experiments/{experiment}/runs/{record.run_id}/artifacts/governance",
+        "model card": report_url(settings.reports_dir / "model_cards" / f"model_card_v{record.version}.html", settings),
+        "model card in MLflow": f"{ui}/#/experiments/{experiment}/runs/{record.run_id}/artifacts/governance",
         "governance report": f"`potable governance report --version {record.version}`",
     }
 

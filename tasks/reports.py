@@ -5,7 +5,7 @@ others and gone with the worker. The local copy under POTABLE_HOME/reports is wr
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from core.settings import Settings
 from tasks.data import s3_bucket
@@ -26,3 +26,19 @@ def keep_report(path: Path, settings: Settings) -> str:
     else:
         bucket.upload_from_path(str(path), key)
     return f"s3://{bucket_name}/{key}"
+
+
+def report_url(path: Path, settings: Settings) -> str:
+    """Where a browser opens `path` (a file below the reports folder): the reports server `potable up`
+    starts (loopback, read-only); a path outside the reports folder is returned as it is."""
+    try:
+        relative = path.resolve().relative_to(settings.reports_dir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+    return f"http://127.0.0.1:{settings.reports_port}/{quote(relative)}"
+
+
+def report_links(path: Path, settings: Settings, kept: str | None = None) -> str:
+    """Markdown for an artifact: a link that opens the report, and where the file is kept."""
+    kept = kept or str(path)
+    return f"[open]({report_url(path, settings)}) (kept at `{kept}`; served while `potable up` runs)"

@@ -17,7 +17,7 @@ from core.expectations import ValidationReport, validate_batch
 from core.landing import in_landing_area
 from core.settings import Settings
 from tasks.data import s3_bucket
-from tasks.reports import keep_report
+from tasks.reports import keep_report, report_links
 
 __all__ = ["ValidationReport", "validate_batch", "quarantine_batch", "validate_batch_task", "quarantine_batch_task"]
 
@@ -71,13 +71,18 @@ def _json_bytes(payload: dict[str, Any]):
 @task(name="validate-batch", cache_policy=NO_CACHE)
 def validate_batch_task(batch: Batch, settings: Settings) -> ValidationReport:
     report = validate_batch(batch, settings)
-    docs = keep_report(report.data_docs.parent, settings) if report.data_docs else None
+    docs = "none (the batch could not be read)"
+    if report.data_docs:
+        kept = keep_report(report.data_docs.parent, settings)
+        # The batch's own result page; the site's index lists the suite and this result.
+        page = next(iter(sorted((report.data_docs.parent / "validations").rglob("*.html"))), report.data_docs)
+        docs = report_links(page, settings, kept)
     lines = "\n".join(f"- {line}" for line in report.failures) or "- all expectations met"
     create_markdown_artifact(
         key="batch-validation",
         markdown=f"## Batch validation: {'passed' if report.success else 'FAILED'}\n\n"
         f"Source `{batch.uri}` (sha256 `{batch.sha256[:12]}`), {report.rows} rows\n\n{lines}\n\n"
-        f"Data Docs: `{docs}`",
+        f"Data Docs: {docs}",
         description="Great Expectations result for the incoming batch",
     )
     return report

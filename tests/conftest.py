@@ -103,8 +103,8 @@ def prefect_api():
         yield
 
 
-class SlackReceiver:
-    """A local HTTP server that records Slack incoming-webhook posts (JSON bodies) in order."""
+class AlertReceiver:
+    """A local webhook that records alerts Apprise posts to a `json://` URL (title, message, type), in order."""
 
     def __init__(self) -> None:
         import json
@@ -127,12 +127,12 @@ class SlackReceiver:
 
         receiver = self
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T000/B000/XXXX"
+        self.url = f"json://127.0.0.1:{self.server.server_port}/alerts"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def texts(self) -> list[str]:
-        return [message["text"] for message in self.received]
+        return [f"{message['title']}\n{message['message']}" for message in self.received]
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -141,9 +141,9 @@ class SlackReceiver:
 
 
 @pytest.fixture
-def slack_receiver(monkeypatch: pytest.MonkeyPatch):
-    receiver = SlackReceiver()
-    monkeypatch.setenv("POTABLE_SLACK_WEBHOOK_URL", receiver.url)
+def alert_receiver(monkeypatch: pytest.MonkeyPatch):
+    receiver = AlertReceiver()
+    monkeypatch.setenv("POTABLE_ALERT_URLS", receiver.url)
     try:
         yield receiver
     finally:

@@ -13,17 +13,20 @@ from potable.cli.common import fail, prepare_environment, run_flow
 
 @app.command()
 def up() -> None:
-    """Start Prefect server (UI), a worker, the MLflow UI and the data watcher; register the deployments."""
+    """Start Prefect server (UI), a worker, the MLflow UI, the reports server and the data watcher; register
+    the deployments. Shows each step as it finishes, then where everything is."""
     from core.settings import get_settings
     from potable.platform import PlatformError
     from potable.platform import up as platform_up
 
     prepare_environment()
+    settings = get_settings()
+    typer.echo(f"starting potable in {settings.home_dir} ...", err=True)
     try:
-        report = platform_up(get_settings())
+        report = platform_up(settings, say=lambda line: typer.echo(f"  {line}", err=True))
     except PlatformError as exc:
         fail(f"potable up failed (everything it started was stopped): {exc}")
-    print_status(report)
+    typer.echo(operator_screen(settings, report))
 
 
 @app.command()
@@ -43,20 +46,84 @@ def down() -> None:
 
 @app.command()
 def status() -> None:
-    """What runs where (exit 1 when a service is down)."""
+    """What runs where, with health: every service `up` started, the router and the live slot (exit 1 when a
+    service `up` starts is down)."""
     from core.settings import get_settings
     from potable.platform import status as platform_status
 
-    report = platform_status(get_settings())
+    settings = get_settings()
+    report = platform_status(settings)
     print_status(report)
+    for name, state, url, where in release_rows():
+        typer.echo(f"{name:<16}{state:<34}{url:<28}{where}")
+    typer.echo(f"{'alerts':<16}{'; '.join(alert_destinations(settings))}")
     if not all(s["running"] for s in report.values()):
         raise typer.Exit(code=1)
+
+
+HEALTH_PATHS = {"prefect-server": "/api/health", "mlflow": "/health", "reports": "/"}
 
 
 def print_status(report: dict[str, dict]) -> None:
     for name, s in report.items():
         state = f"running (pid {s['pid']})" if s["running"] else "stopped"
-        typer.echo(f"{name:<16}{state:<24}{s['url']:<28}{s['log']}")
+        if s["running"] and name in HEALTH_PATHS:
+            state += " ok" if _answers(s["url"] + HEALTH_PATHS[name]) else " NOT ANSWERING"
+        typer.echo(f"{name:<16}{state:<34}{s['url']:<28}{s['log']}")
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def release_rows() -> list[tuple[str, str, str, str]]:
+    """The router and the live slot, each with health (what `potable rollout status` knows, checked now)."""
+    from potable.cli.release import blue_green
+
+    found = blue_green().status()
+    live = found["slots"].get(found.get("live") or "")
+    router_state = "running" if found["router_running"] else "not started (no release yet)"
+    rows = [("router", router_state, found["router"], "edge of the prediction API (nginx)")]
+    if live is None:
+        return rows + [("live slot", "none (no version released yet)", "", "")]
+    url = f"http://127.0.0.1:{live['port']}"
+    health = "ready" if live["running"] and _answers(f"{url}/readyz") else "NOT ANSWERING"
+    return rows + [("live slot", f"{found['live']}: v{live['version']} {health}", url, live.get("log", ""))]
+
+
+def alert_destinations(settings) -> list[str]:
+    from core.alerts import destinations
+
+    return destinations(settings)
+
+
+def operator_screen(settings, report: dict[str, dict]) -> str:
+    """What an operator needs after `up`: where to look, where to drop data, what is live, how to stop."""
+    ui = report.get("prefect-server", {}).get("url", "")
+    rows = [
+        ("Prefect UI", f"{ui}  (runs; a promotion waiting for you: Runs, state Paused)"),
+        ("MLflow UI", report.get("mlflow", {}).get("url", "")),
+        ("Reports", f"{report.get('reports', {}).get('url', '')}  (model cards, Data Docs, drift reports)"),
+        ("Landing folder", f"{settings.landing}  (drop lab CSVs here)"),
+    ]
+    for name, state, url, _ in release_rows():
+        rows.append((name.capitalize(), f"{url}  {state}".strip()))
+    rows += [("Alerts go to", "; ".join(alert_destinations(settings)))]
+    ports = f"prefect {settings.prefect_port}, mlflow {settings.mlflow_port}, reports {settings.reports_port}"
+    settings_named = "POTABLE_PREFECT_PORT, POTABLE_MLFLOW_PORT, POTABLE_REPORTS_PORT"
+    rows += [("Ports", f"{ports} ({settings_named}); router and slots: {settings.release_config}")]
+    rows += [("Logs", str(settings.home_dir / "logs")), ("Stop", "./dev potable down")]
+    lines = ["", "potable is up", ""] + [f"  {name:<15} {value}" for name, value in rows] + ["", "services:"]
+    lines += [
+        f"  {name:<16}{'running (pid ' + str(s['pid']) + ')' if s['running'] else 'stopped':<24}{s['url']}"
+        for name, s in report.items()
+    ]
+    return "\n".join(lines)
 
 
 @app.command()
@@ -107,3 +174,38 @@ def monitor(
     print(json.dumps(summary, sort_keys=True))
     if summary["drifted"]:
         raise typer.Exit(code=3)
+
+
+@app.command()
+def alerts(
+    last: Annotated[int, typer.Option(help="How many of the newest alerts to show")] = 20,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep printing alerts as they come (Ctrl-C stops)")] = False,
+) -> None:
+    """Alerts sent from this home, newest last: what happened, why, where to look (no set-up needed)."""
+    import time
+
+    from core.alerts import read_log
+    from core.settings import get_settings
+
+    prepare_environment()
+    settings = get_settings()
+    shown = read_log(settings)
+    for alert in shown[-last:] if last > 0 else []:
+        typer.echo(alert_line(alert))
+    if not shown and not follow:
+        typer.echo("no alerts yet")
+    while follow:
+        time.sleep(1)
+        found = read_log(settings)
+        for alert in found[len(shown) :]:
+            typer.echo(alert_line(alert))
+        shown = found
+
+
+def alert_line(alert: dict) -> str:
+    reason = (alert.get("reason") or "").strip().splitlines()
+    parts = [alert["at"], f"{alert['status'].upper():<9}", alert["title"]]
+    parts += [f"v{alert['model_version']}"] if alert.get("model_version") else []
+    parts += [reason[0][:160]] if reason else []
+    parts += [alert["run_url"]] if alert.get("run_url") else []
+    return "  ".join(parts)

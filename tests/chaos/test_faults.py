@@ -28,7 +28,7 @@ POTABLE = str(PROJECT_ROOT / ".venv" / "bin" / "potable")
 
 
 def test_s3_down_while_loading_retries_then_fails_clearly_and_keeps_the_object(
-    prefect_api, settings, s3_bucket_name, moto_endpoint, slack_receiver, monkeypatch
+    prefect_api, settings, s3_bucket_name, moto_endpoint, alert_receiver, monkeypatch
 ) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     s3.upload_file(str(BUNDLED_DATA), s3_bucket_name, "incoming/water.csv")
@@ -42,7 +42,7 @@ def test_s3_down_while_loading_retries_then_fails_clearly_and_keeps_the_object(
     failed_after = time.monotonic() - started
     assert failed_after >= 10  # three attempts, 2 s and 8 s apart: the retries happened
     time.sleep(2)
-    assert [t for t in slack_receiver.texts() if "train failed" in t and "cannot read" in t]
+    assert [t for t in alert_receiver.texts() if "train failed" in t and "cannot read" in t]
     proxy.restore()
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket_name)["Contents"]}
     assert keys == {"incoming/water.csv"}  # not lost, not moved, nothing quarantined
@@ -52,7 +52,7 @@ def test_s3_down_while_loading_retries_then_fails_clearly_and_keeps_the_object(
 
 
 def test_mlflow_store_cut_during_registration_retries_then_fails_naming_it_and_writes_nothing_half(
-    prefect_api, settings, postgres_db, slack_receiver, monkeypatch
+    prefect_api, settings, postgres_db, alert_receiver, monkeypatch
 ) -> None:
     """MLflow on Postgres behind a TCP proxy; the proxy is cut the moment the register-model task starts."""
     import threading
@@ -88,7 +88,7 @@ def test_mlflow_store_cut_during_registration_retries_then_fails_naming_it_and_w
     failed_after = time.monotonic() - cut_at[0]
     assert failed_after >= 10  # three attempts, 2 s and 8 s apart
     time.sleep(2)
-    assert [t for t in slack_receiver.texts() if "train failed" in t and "MLflow store" in t]
+    assert [t for t in alert_receiver.texts() if "train failed" in t and "MLflow store" in t]
     proxy.restore()
     store = MlflowClient(tracking_uri=database)
     assert store.search_model_versions() == []  # no version, whole or half
@@ -100,7 +100,7 @@ def test_mlflow_store_cut_during_registration_retries_then_fails_naming_it_and_w
     proxy.cut()
 
 
-def test_a_corrupted_audit_trail_is_named_and_never_extended(prefect_api, settings, slack_receiver) -> None:
+def test_a_corrupted_audit_trail_is_named_and_never_extended(prefect_api, settings, alert_receiver) -> None:
     audit = audit_log(settings)
     for n in range(3):
         audit.append("chaos", "note", {"model_version": str(n)})
@@ -123,7 +123,7 @@ def test_a_corrupted_audit_trail_is_named_and_never_extended(prefect_api, settin
     with pytest.raises(BrokenChain):
         promote(version="42")
     time.sleep(2)
-    assert [t for t in slack_receiver.texts() if "promote failed" in t and "broken at line 2" in t]
+    assert [t for t in alert_receiver.texts() if "promote failed" in t and "broken at line 2" in t]
     assert audit.path.read_bytes() == before  # nothing appended behind the break
     figure("\naudit trail edited at line 2: verify names it; 2 appends refused; alert sent")
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import SlackReceiver, free_port
+from tests.conftest import AlertReceiver, free_port
 from tests.figures import figure
 from tests.journey.conftest import User, user_environment
 from tests.journey.test_platform_loop import _wait
@@ -27,20 +27,21 @@ pytestmark = pytest.mark.journey
 @pytest.fixture
 def platform(tmp_path):
     fresh_home = tmp_path / "potable-home"
-    receiver = SlackReceiver()
+    receiver = AlertReceiver()
     prefect_port = free_port()
     env = user_environment(
         POTABLE_HOME=str(fresh_home),
         POTABLE_PREFECT_PORT=str(prefect_port),
         POTABLE_MLFLOW_PORT=str(free_port()),
+        POTABLE_REPORTS_PORT=str(free_port()),
         POTABLE_WORKER_POLL_SECONDS="1",
         POTABLE_START_TIMEOUT_SECONDS="300",
-        POTABLE_SLACK_WEBHOOK_URL=receiver.url,
+        POTABLE_ALERT_URLS=receiver.url,
     )
     user = User(env)
     user.run("potable", "up")
     try:
-        yield {"user": user, "home": fresh_home, "api": f"http://127.0.0.1:{prefect_port}/api", "slack": receiver}
+        yield {"user": user, "home": fresh_home, "api": f"http://127.0.0.1:{prefect_port}/api", "alerts": receiver}
     finally:
         user.run("potable", "down")
         receiver.stop()
@@ -79,7 +80,7 @@ def _kill_tree(pid: int) -> None:
 
 
 def test_a_worker_killed_mid_training_crashes_the_run_alerts_and_the_next_run_completes(platform) -> None:
-    api, home, slack = platform["api"], platform["home"], platform["slack"]
+    api, home, alerts = platform["api"], platform["home"], platform["alerts"]
     run_id = _start_train(api, trials=500)  # long enough to be mid-tuning when the machine "dies"
     _wait(lambda: _state(api, run_id) == "RUNNING" and _heartbeats(api, run_id) > 0, 300, "a running, beating run")
     time.sleep(5)
@@ -89,7 +90,7 @@ def test_a_worker_killed_mid_training_crashes_the_run_alerts_and_the_next_run_co
 
     assert _wait(lambda: _state(api, run_id) == "CRASHED", 300, "the run marked Crashed", interval=2)
     crashed_after = time.monotonic() - killed
-    alert = _wait(lambda: [t for t in slack.texts() if "train crashed" in t], 60, "the crash alert")
+    alert = _wait(lambda: [t for t in alerts.texts() if "train crashed" in t], 60, "the crash alert")
     alerted_after = time.monotonic() - killed
     assert run_id in alert[0] and "heartbeat" in alert[0]
     tracking = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
@@ -101,7 +102,7 @@ def test_a_worker_killed_mid_training_crashes_the_run_alerts_and_the_next_run_co
         "the supervisor restarting the worker",
     )
     assert psutil.pid_exists(restarted["pid"])
-    assert [t for t in slack.texts() if "worker restarted" in t]
+    assert [t for t in alerts.texts() if "worker restarted" in t]
     next_run = _start_train(api, trials=2)
     final = _wait(lambda: (s := _state(api, next_run)) in ("COMPLETED", "FAILED", "CRASHED") and s, 600, "next run")
     assert final == "COMPLETED"

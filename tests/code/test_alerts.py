@@ -1,10 +1,11 @@
-"""Alerts: Slack webhook JSON and SNS messages say what happened; a broken destination never raises."""
+"""Alerts: every destination says what happened (alert log, webhook through Apprise, SNS); with nothing set up
+they still land in the alert log; a broken destination never raises."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from core.alerts import Alert, alert_from_state, send_alert, slack_payload
+from core.alerts import Alert, alert_from_state, destinations, notification_urls, read_log, send_alert
 from core.settings import Settings
 
 ALERT = Alert(
@@ -18,37 +19,54 @@ ALERT = Alert(
 )
 
 
-def test_slack_payload_has_text_and_blocks_naming_flow_reason_and_link() -> None:
-    payload = slack_payload(ALERT)
-    assert payload["text"].startswith(":red_circle: [FAILED] train failed") and "15.2" in payload["text"]
-    kinds = [block["type"] for block in payload["blocks"]]
-    assert kinds == ["header", "section", "section", "context"]
-    assert "ph: values outside" in payload["blocks"][2]["text"]["text"]
-    assert "http://127.0.0.1:4200/runs/flow-run/abc" in payload["blocks"][3]["elements"][0]["text"]
-
-
-def test_alert_reaches_slack_and_sns(slack_receiver, sns_inbox, settings) -> None:
+def test_alert_reaches_the_log_a_webhook_and_sns(alert_receiver, sns_inbox, settings) -> None:
     sent = send_alert(ALERT, Settings())
-    assert sent == {"slack": True, "sns": True}
-    assert "ph: values outside [0, 14]" in slack_receiver.texts()[0]
+    sent.pop("prefect")  # the Prefect event feed is asserted where a Prefect server runs (tests/e2e)
+    assert sent == {"log": True, "json": True, "sns": True}
+    (posted,) = alert_receiver.received
+    assert posted["title"] == "[FAILED] train failed" and posted["type"] == "failure"
+    assert "ph: values outside [0, 14]" in posted["message"] and "flow-run/abc" in posted["message"]
     (message,) = sns_inbox()
     assert message["Subject"] == "[potable] failed: train failed"
     assert "ph: values outside [0, 14]" in message["Message"]
+    (logged,) = read_log(Settings())
+    assert logged["title"] == "train failed" and logged["status"] == "failed" and logged["at"]
 
 
-def test_unconfigured_destinations_are_skipped(settings, monkeypatch) -> None:
-    for name in ("POTABLE_SLACK_WEBHOOK_URL", "POTABLE_SLACK_WEBHOOK_SECRET", "POTABLE_SNS_TOPIC_ARN"):
+def test_with_nothing_set_up_alerts_still_land_in_the_alert_log(settings, monkeypatch) -> None:
+    for name in (
+        "POTABLE_ALERT_URLS",
+        "POTABLE_SLACK_WEBHOOK_URL",
+        "POTABLE_SLACK_WEBHOOK_SECRET",
+        "POTABLE_SNS_TOPIC_ARN",
+    ):
         monkeypatch.delenv(name, raising=False)
-    assert send_alert(ALERT, Settings()) == {"slack": False, "sns": False}
+    sent = send_alert(ALERT, Settings())
+    assert sent["log"] and set(sent) == {"log", "prefect"}
+    assert [a["title"] for a in read_log(Settings())] == ["train failed"]
+    assert destinations(Settings())[0].startswith("alert log ")
 
 
-def test_broken_destinations_are_logged_never_raised(slack_receiver, settings, monkeypatch, caplog) -> None:
-    slack_receiver.status = 500
+def test_a_slack_webhook_setting_is_one_more_apprise_url_and_never_printed(settings, monkeypatch) -> None:
+    hook = "https://hooks.slack.com/services/T000/B000/SECRETTOKEN"
+    monkeypatch.setenv("POTABLE_SLACK_WEBHOOK_URL", hook)
+    monkeypatch.setenv("POTABLE_ALERT_URLS", "mailto://ops:pw@example.org, json://127.0.0.1:9/x")
+    assert notification_urls(Settings()) == ["mailto://ops:pw@example.org", "json://127.0.0.1:9/x", hook]
+    where = " ".join(destinations(Settings()))
+    assert "mailto" in where and "slack" in where and "SECRETTOKEN" not in where and "pw" not in where
+
+
+def test_broken_destinations_are_logged_never_raised(alert_receiver, settings, monkeypatch, caplog) -> None:
+    alert_receiver.status = 500
+    monkeypatch.setenv("POTABLE_ALERT_URLS", f"{alert_receiver.url},notaservice://nowhere")
     monkeypatch.setenv("POTABLE_SNS_TOPIC_ARN", "arn:aws:sns:us-east-1:000000000000:missing")
     monkeypatch.setenv("POTABLE_SNS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.setenv("POTABLE_ALERT_TIMEOUT_SECONDS", "2")
-    assert send_alert(ALERT, Settings()) == {"slack": False, "sns": False}
-    assert "alert to slack failed" in caplog.text and "alert to sns failed" in caplog.text
+    sent = send_alert(ALERT, Settings())
+    sent.pop("prefect")
+    assert sent == {"log": True, "json": False, "notaservice": False, "sns": False}
+    assert "alert to json was not accepted" in caplog.text and "alert to sns failed" in caplog.text
+    assert "not a notification URL Apprise knows (notaservice://" in caplog.text
 
 
 def test_state_becomes_an_alert_with_gate_outcome_and_version() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,21 @@ def test_reference_data_passes_and_writes_data_docs(reference_frame, write_csv, 
     assert report.success, report.failures
     assert report.rows == 3276 and report.evaluated >= 30
     assert report.data_docs.exists() and report.data_docs.read_text().lower().startswith("<!doctype html")
+
+
+def test_data_docs_need_nothing_from_the_internet(reference_frame, write_csv, settings) -> None:
+    """GX's pages load Bootstrap, jQuery and bootstrap-table from CDNs; offline its index showed nothing."""
+    site = _validate(reference_frame.head(200), write_csv, settings).data_docs.parent
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) >= 3  # the index, the suite, this batch's result
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r"<(script|link|img)[^>]*(src|href)=[\"']https?://", text, re.IGNORECASE), page
+        assert "potable-offline.css" in text, page
+    (result,) = (site / "validations").rglob("*.html")
+    assert "Expectation Validation Result" in result.read_text(encoding="utf-8")
+    assert result.relative_to(site).as_posix() in (site / "index.html").read_text(encoding="utf-8")
+    assert "table{" in (site / "static" / "styles" / "potable-offline.css").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(

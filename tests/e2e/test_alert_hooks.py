@@ -1,23 +1,44 @@
-"""Flow state hooks alert Slack and SNS; the alert names the failed expectation."""
+"""Flow state hooks alert every destination (a webhook through Apprise, SNS, the alert log, the Prefect event
+feed); the alert names the failed expectation and links the run."""
 
 from __future__ import annotations
 
-import pytest
+import time
 
+import httpx
+import pytest
+from prefect.settings import PREFECT_API_URL
+
+from core.alerts import read_log
 from flows.training import BatchRejected, train
 
 pytestmark = pytest.mark.e2e
 
 
-def test_rejected_batch_alerts_slack_and_sns_naming_the_expectation(
-    prefect_api, settings, reference_frame, write_csv, slack_receiver, sns_inbox
+def test_rejected_batch_alerts_every_destination_naming_the_expectation(
+    prefect_api, settings, reference_frame, write_csv, alert_receiver, sns_inbox
 ) -> None:
     bad = reference_frame.copy()
     bad.loc[3, "Turbidity"] = 99.0
     with pytest.raises(BatchRejected):
         train(data=str(write_csv(bad)), trials=1)
-    (text,) = slack_receiver.texts()
-    assert text.startswith(":red_circle: [FAILED] train failed") and "Turbidity" in text
-    assert "/runs/flow-run/" in slack_receiver.received[0]["blocks"][-1]["elements"][0]["text"]
+    (text,) = alert_receiver.texts()
+    assert text.startswith("[FAILED] train failed") and "Turbidity" in text and "/runs/flow-run/" in text
+    assert alert_receiver.received[0]["type"] == "failure"
     (message,) = sns_inbox()
     assert message["Subject"] == "[potable] failed: train failed" and "Turbidity" in message["Message"]
+    (logged,) = read_log(settings)
+    assert logged["title"] == "train failed" and "Turbidity" in logged["reason"]
+    assert _wait_for_event("potable.alert", lambda e: e["payload"]["title"] == "train failed")
+
+
+def _wait_for_event(name: str, matches, timeout: float = 30) -> list[dict]:
+    """Events reach the server's feed shortly after they are emitted (Prefect sends them in the background)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = {"filter": {"event": {"name": [name]}}}
+        events = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=10).json()["events"]
+        if found := [e for e in events if matches(e)]:
+            return found
+        time.sleep(0.5)
+    return []

@@ -31,7 +31,7 @@ def log_traffic(settings: Settings, frame, version: str, threshold: float) -> No
 
 
 def test_shifted_traffic_is_flagged_alerted_and_unshifted_is_not(
-    prefect_api, settings, reference_frame, slack_receiver
+    prefect_api, settings, reference_frame, alert_receiver
 ) -> None:
     summary = train(trials=1)
     version, threshold = summary["model_version"], summary["threshold"]
@@ -40,12 +40,12 @@ def test_shifted_traffic_is_flagged_alerted_and_unshifted_is_not(
     calm = monitor_drift()
     assert calm["model_version"] == version and calm["live_rows"] == 500
     assert not calm["drifted"] and calm["drifted_features"] == []
-    completion_alerts = len(slack_receiver.texts())
+    completion_alerts = len(alert_receiver.texts())
 
     shifted = reference_frame.sample(500, random_state=8)
     log_traffic(settings, shifted.assign(ph=shifted["ph"] + 2), version, threshold)
     alarmed = monitor_drift(retrain_on_drift=True)
     assert alarmed["drifted"] and "ph" in alarmed["drifted_features"] and alarmed["retrain_requested"]
-    drift_alerts = [t for t in slack_receiver.texts()[completion_alerts:] if "drift detected" in t]
+    drift_alerts = [t for t in alert_receiver.texts()[completion_alerts:] if "drift detected" in t]
     assert len(drift_alerts) == 1 and "ph" in drift_alerts[0]
     assert "Drift report" in open(alarmed["report"], encoding="utf-8").read()

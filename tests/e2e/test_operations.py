@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import pytest
 import yaml
 
 from core.settings import CONFIG_DIR
-from tests.conftest import SlackReceiver, free_port
+from tests.conftest import AlertReceiver, free_port
 from tests.figures import figure
 
 pytestmark = pytest.mark.e2e
@@ -63,19 +64,20 @@ def platform(request, tmp_path_factory, moto_endpoint, reference_frame):
     training = yaml.safe_load((CONFIG_DIR / "training.yaml").read_text())
     training["tuning"]["n_trials"] = 1  # (was a top-level `n_trials`, silently ignored until configs were typed)
     (home.parent / "training.yaml").write_text(yaml.safe_dump(training))
-    slack = SlackReceiver()
+    alerts = AlertReceiver()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "POTABLE_", "MLFLOW_"))},
         **aws,
         "POTABLE_HOME": str(home),
         "POTABLE_PREFECT_PORT": str(free_port()),
         "POTABLE_MLFLOW_PORT": str(free_port()),
+        "POTABLE_REPORTS_PORT": str(free_port()),
         "POTABLE_WATCH": f"s3://{bucket}/incoming/",
         "POTABLE_WATCH_INTERVAL_SECONDS": "1",
         "POTABLE_S3_ENDPOINT_URL": moto_endpoint,
         "POTABLE_SNS_ENDPOINT_URL": moto_endpoint,
         "POTABLE_SNS_TOPIC_ARN": topic,
-        "POTABLE_SLACK_WEBHOOK_URL": slack.url,
+        "POTABLE_ALERT_URLS": alerts.url,
         "POTABLE_TRAINING_CONFIG": str(home.parent / "training.yaml"),
         "POTABLE_WORKER_POLL_SECONDS": "1",
         "POTABLE_START_TIMEOUT_SECONDS": "300",  # a loaded CI machine: MLflow alone has taken over 2 min
@@ -89,10 +91,19 @@ def platform(request, tmp_path_factory, moto_endpoint, reference_frame):
     try:
         assert up.returncode == 0, up.stderr[-3000:]
         api = f"http://127.0.0.1:{env['POTABLE_PREFECT_PORT']}/api"
-        yield {"env": env, "api": api, "s3": s3, "bucket": bucket, "slack": slack, "sqs": sqs, "inbox": inbox}
+        yield {
+            "env": env,
+            "api": api,
+            "s3": s3,
+            "bucket": bucket,
+            "alerts": alerts,
+            "sqs": sqs,
+            "inbox": inbox,
+            "up": up,
+        }
     finally:
         subprocess.run([POTABLE, "down"], env=env, capture_output=True, timeout=120)
-        slack.stop()
+        alerts.stop()
 
 
 def _keys(aws: dict[str, str]) -> dict[str, str]:
@@ -116,6 +127,31 @@ def _wait_final(api: str, deployment: str, count: int, timeout: float = 300) -> 
     raise AssertionError(f"{deployment}: {[(r['name'], r['state_type']) for r in _runs(api, deployment)]}")
 
 
+def test_up_shows_progress_then_one_screen_and_status_adds_the_router_and_health(platform) -> None:
+    up, env = platform["up"], platform["env"]
+    steps = [line for line in up.stderr.splitlines() if re.search(r"\s\d+\.\d s$", line)]
+    assert [s for s in steps if "prefect-server answering" in s] and [s for s in steps if "reports answering" in s]
+    screen = up.stdout
+    for shown in (
+        f"http://127.0.0.1:{env['POTABLE_PREFECT_PORT']}",
+        f"http://127.0.0.1:{env['POTABLE_MLFLOW_PORT']}",
+        f"http://127.0.0.1:{env['POTABLE_REPORTS_PORT']}",
+        "Landing folder",
+        "Alerts go to",
+        "alerts.jsonl",
+        "; json",  # the configured Apprise URL, named by its kind, never with its address (it may hold a token)
+        "Router",
+        "./dev potable down",
+    ):
+        assert shown in screen, shown
+    assert platform["alerts"].url.split("//")[1] not in screen
+    status = subprocess.run([POTABLE, "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stdout
+    rows = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
+    assert " ok " in rows["prefect-server"] and " ok " in rows["mlflow"] and " ok " in rows["reports"]
+    assert "router" in rows and "live" in rows and "alerts" in rows
+
+
 def test_deployments_are_registered_and_cron_ones_get_scheduled_runs(platform) -> None:
     api = platform["api"]
     names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()}
@@ -125,8 +161,8 @@ def test_deployments_are_registered_and_cron_ones_get_scheduled_runs(platform) -
         assert scheduled, f"the scheduler made no runs for {cron_deployment}"
 
 
-def test_good_upload_trains_exactly_once_and_slack_hears(platform) -> None:
-    api, s3, bucket, slack = platform["api"], platform["s3"], platform["bucket"], platform["slack"]
+def test_good_upload_trains_exactly_once_and_the_alert_webhook_hears(platform) -> None:
+    api, s3, bucket, alerts = platform["api"], platform["s3"], platform["bucket"], platform["alerts"]
     data = (Path(__file__).resolve().parents[2] / "data" / "water_potability.csv").read_bytes()
     uploaded = time.time()
     s3.put_object(Bucket=bucket, Key="incoming/good.csv", Body=data)
@@ -135,12 +171,12 @@ def test_good_upload_trains_exactly_once_and_slack_hears(platform) -> None:
     created, started, finished = (_epoch(run[k]) - uploaded for k in ("created", "start_time", "end_time"))
     figure(f"\nupload → run created {created:.1f} s, → flow code running {started:.1f} s, → completed {finished:.1f} s")
     time.sleep(3)  # the completion hook posts as the run ends
-    assert [t for t in slack.texts() if "train completed" in t and "good.csv" in t]
+    assert [t for t in alerts.texts() if "train completed" in t and "good.csv" in t]
     assert len(_runs(api, "train-on-arrival")) == 1  # one object, one run
 
 
-def test_bad_upload_fails_in_validation_and_alerts_slack_and_sns(platform, reference_frame) -> None:
-    api, s3, bucket, slack = platform["api"], platform["s3"], platform["bucket"], platform["slack"]
+def test_bad_upload_fails_in_validation_and_alerts_a_webhook_and_sns(platform, reference_frame) -> None:
+    api, s3, bucket, alerts = platform["api"], platform["s3"], platform["bucket"], platform["alerts"]
     bad = reference_frame.copy()
     bad.loc[7, "Chloramines"] = -4.0
     s3.put_object(Bucket=bucket, Key="incoming/bad.csv", Body=bad.to_csv(index=False).encode())
@@ -148,8 +184,8 @@ def test_bad_upload_fails_in_validation_and_alerts_slack_and_sns(platform, refer
     failed = [r for r in runs if r["parameters"]["data"].endswith("incoming/bad.csv")]
     assert len(failed) == 1 and failed[0]["state_type"] == "FAILED"
     time.sleep(3)
-    alerts = [t for t in slack.texts() if "train failed" in t]
-    assert alerts and "Chloramines" in alerts[-1] and "batch rejected by validation" in alerts[-1]
+    failed_alerts = [t for t in alerts.texts() if "train failed" in t]
+    assert failed_alerts and "Chloramines" in failed_alerts[-1] and "batch rejected by validation" in failed_alerts[-1]
     messages = platform["sqs"].receive_message(QueueUrl=platform["inbox"], MaxNumberOfMessages=10, WaitTimeSeconds=2)
     bodies = [json.loads(m["Body"]) for m in messages.get("Messages", [])]
     assert [b for b in bodies if b["Subject"] == "[potable] failed: train failed" and "Chloramines" in b["Message"]]
@@ -176,7 +212,7 @@ def test_prefect_ui_shows_the_deployments_and_the_last_run(platform, tmp_path) -
 def test_down_leaves_no_process_running(platform) -> None:
     env = platform["env"]
     home = Path(env["POTABLE_HOME"])
-    services = ("prefect-server", "worker", "mlflow", "watcher")
+    services = ("prefect-server", "worker", "mlflow", "reports", "watcher")
     pids = [json.loads((home / "run" / f"{name}.json").read_text())["pid"] for name in services]
     done = subprocess.run([POTABLE, "down"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "prefect-server" in done.stdout

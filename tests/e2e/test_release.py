@@ -84,6 +84,10 @@ def test_first_release_goes_live_on_blue_behind_nginx(released) -> None:
     import httpx
 
     assert released["outcome"]["status"] == "released" and released["outcome"]["slot"] == "blue"
+    _, lines = _last_release_run_and_log()
+    watched = [line for line in lines if line.startswith("watch ") and "→ ok" in line]
+    assert watched and "predictions through the router" in watched[0], lines  # each interval's verdict
+    assert [line for line in lines if line.startswith("released: v")], lines
     answer = httpx.post(f"{_router(released)}/predict", json=TRAFFIC[0], timeout=10)
     assert answer.status_code == 200 and answer.headers["X-Potable-Slot"] == "blue"
     assert answer.json()["model_version"] == released["first"]["model_version"]
@@ -136,6 +140,37 @@ def test_a_new_slot_killed_right_after_the_switch_is_rolled_back_within_10_s(rel
     assert not listeners(released["config"]["slots"]["green"])  # nothing of the dead slot serves on
     audit = (home / "audit" / "audit.jsonl").read_text()
     assert "release_override" in audit and "process exited" in audit
+    run, lines = _last_release_run_and_log()
+    assert run.state.name == "RolledBack" and run.state.is_failed()  # the runs list says what happened
+    for step in (
+        "slot green: started v",
+        "ready after",
+        "smoke test on",
+        "latency p99",
+        "router: switched to slot green",
+    ):
+        assert [line for line in lines if step in line], (step, lines)
+    assert [line for line in lines if line.startswith("rolled back to slot blue")], lines
+
+
+def _last_release_run_and_log(timeout: float = 20):
+    """The newest release run and its log lines, as the run's page in the Prefect UI shows them (log lines
+    reach the server shortly after they are written)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["release"])), sort=FlowRunSort.START_TIME_DESC, limit=1
+        )
+        while True:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            lines = [log.message for log in logs]
+            if [line for line in lines if line.startswith(("rolled back", "released"))] or time.monotonic() > deadline:
+                return run, lines
+            time.sleep(0.5)
 
 
 def test_a_new_slot_that_hangs_after_the_switch_is_rolled_back_within_10_s(released) -> None:

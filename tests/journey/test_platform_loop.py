@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from core.settings import BUNDLED_DATA, CONFIG_DIR
-from tests.conftest import SlackReceiver, free_port
+from tests.conftest import AlertReceiver, free_port
 from tests.figures import figure
 from tests.journey.conftest import User, release_config, router_version, user_environment
 
@@ -66,7 +66,7 @@ def platform(fresh_home, tmp_path):
     training["tuning"]["n_trials"] = 2
     (tmp_path / "training.yaml").write_text(yaml.safe_dump(training))
     prefect_port = free_port()
-    slack = SlackReceiver()
+    alerts = AlertReceiver()
     env = user_environment(
         POTABLE_HOME=str(fresh_home),
         POTABLE_AUTO_APPROVE="1",  # the README's development setting: the chain runs without a person
@@ -74,19 +74,20 @@ def platform(fresh_home, tmp_path):
         POTABLE_TRAINING_CONFIG=str(tmp_path / "training.yaml"),
         POTABLE_PREFECT_PORT=str(prefect_port),
         POTABLE_MLFLOW_PORT=str(free_port()),
+        POTABLE_REPORTS_PORT=str(free_port()),
         POTABLE_WATCH_INTERVAL_SECONDS="1",
         POTABLE_WORKER_POLL_SECONDS="1",
         POTABLE_START_TIMEOUT_SECONDS="300",
-        POTABLE_SLACK_WEBHOOK_URL=slack.url,  # a documented setting: alerts go to this (local) Slack webhook
+        POTABLE_ALERT_URLS=alerts.url,  # a documented setting: alerts also go to this (local) webhook
     )
     user = User(env)
     user.run("potable", "up")
     try:
         api = f"http://127.0.0.1:{prefect_port}/api"
-        yield {"user": user, "home": fresh_home, "config": config, "api": api, "slack": slack}
+        yield {"user": user, "home": fresh_home, "config": config, "api": api, "alerts": alerts}
     finally:
         user.run("potable", "down")
-        slack.stop()
+        alerts.stop()
 
 
 def test_a_dropped_csv_goes_live_and_a_killed_slot_comes_back(platform) -> None:
@@ -119,7 +120,7 @@ def test_a_dropped_csv_goes_live_and_a_killed_slot_comes_back(platform) -> None:
     audit = home / "audit" / "audit.jsonl"
     _wait(lambda: "slot_restarted" in audit.read_text(), 30, "the restart in the audit trail", interval=0.2)
     restarted = f"live slot {state['live']} restarted"
-    _wait(lambda: [t for t in platform["slack"].texts() if restarted in t], 30, "the restart alert", interval=0.2)
+    _wait(lambda: [t for t in platform["alerts"].texts() if restarted in t], 30, "the restart alert", interval=0.2)
     assert "intact" in platform["user"].run("potable", "audit", "verify").stdout
 
 
