@@ -21,6 +21,11 @@ def _num(value: Any) -> str:
     return str(value)
 
 
+def _count(value: Any) -> str:
+    """Confusion counts are whole samples (the registry keeps every figure as a float)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else _num(value)
+
+
 def comparison_line(comparison: dict[str, Any]) -> str:
     if comparison.get("champion_version") is None:
         return f"No champion yet: judged by the policy alone ({comparison.get('rows', 0)} evaluation rows)."
@@ -63,8 +68,8 @@ rows sha256 `{(record.data_sha256 or "")[:12]}`, code `{(record.git_commit or ""
 
 **On evaluation rows** (never trained on by any version): ROC-AUC **{_num(m.get("roc_auc"))}**,
 false-potable rate **{_num(m.get("false_potable_rate"))}**, precision {_num(m.get("precision"))},
-recall {_num(m.get("recall"))}, Brier {_num(m.get("brier"))}; TP {_num(m.get("tp"))}, FP {_num(m.get("fp"))},
-TN {_num(m.get("tn"))}, FN {_num(m.get("fn"))}.
+recall {_num(m.get("recall"))}, Brier {_num(m.get("brier"))}; TP {_count(m.get("tp"))}, FP {_count(m.get("fp"))},
+TN {_count(m.get("tn"))}, FN {_count(m.get("fn"))}.
 
 **Champion vs this version:** {comparison_line(verdict["champion_comparison"])}
 

@@ -102,11 +102,21 @@ def alert_destinations(settings) -> list[str]:
     return destinations(settings)
 
 
+# Runs a person should look at: promotions waiting for approval, versions the gate refused, releases that
+# rolled back, failures. The Prefect UI filters its runs list by state name from the URL.
+NEEDS_A_PERSON = ("Paused", "Suspended", "GateFailed", "RolledBack", "Failed", "Crashed", "TimedOut")
+
+
+def needs_a_person_url(ui: str) -> str:
+    return f"{ui}/runs?" + "&".join(f"state={name}" for name in NEEDS_A_PERSON)
+
+
 def operator_screen(settings, report: dict[str, dict]) -> str:
     """What an operator needs after `up`: where to look, where to drop data, what is live, how to stop."""
     ui = report.get("prefect-server", {}).get("url", "")
     rows = [
-        ("Prefect UI", f"{ui}  (runs; a promotion waiting for you: Runs, state Paused)"),
+        ("Prefect UI", ui),
+        ("Needs a person", needs_a_person_url(ui)),
         ("MLflow UI", report.get("mlflow", {}).get("url", "")),
         ("Reports", f"{report.get('reports', {}).get('url', '')}  (model cards, Data Docs, drift reports)"),
         ("Landing folder", f"{settings.landing}  (drop lab CSVs here)"),
