@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
-from prefect.states import Completed
+from prefect.states import Completed, Failed
 
 from core import configs
 from core.alerts import FLOW_ALERT_HOOKS
@@ -422,7 +422,13 @@ def train(
     config = training_config(settings, trials, seed)
     table = training_table(settings)
     seed_if_new(table, settings)
-    appended = take_batch(data, table, settings) if data else None
+    try:
+        appended = take_batch(data, table, settings) if data else None
+    except BatchRejected as refused:
+        # An expected "no", named: the runs list shows BatchRejected, the log one readable error (no
+        # traceback, which Prefect would print for a raised exception); calling the flow still raises it.
+        get_run_logger().error(str(refused))
+        return Failed(name="BatchRejected", message=str(refused)[:2000], data=refused)
     rows = read_training_rows_task(table, appended.version if appended else dataset_version, config["data"])
     if rows.note:
         get_run_logger().warning(rows.note)

@@ -36,8 +36,8 @@ def build_model_card(facts: dict[str, Any]) -> str:
   qualified person reviewing the measurements.
 
 ## Factors
-Groups of samples that matter for drinking water and are assessed below: WHO pH band (< 6.5, 6.5–8.5,
-> 8.5), turbidity against the WHO 5 NTU guideline, trihalomethanes against 80 µg/L, sulfate measured
+Groups of samples that matter for drinking water and are assessed below: WHO pH band (below 6.5,
+6.5–8.5, above 8.5), turbidity against the WHO 5 NTU guideline, trihalomethanes against 80 µg/L, sulfate measured
 vs missing, hardness bands. Missing measurements (ph, Sulfate, Trihalomethanes) are imputed.
 
 ## Metrics

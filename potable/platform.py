@@ -272,8 +272,8 @@ def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> di
         if any(s.name == "watcher" for s in wanted):
             wait_for_watcher_baseline(settings, settings.start_timeout_seconds)
             done(f"watcher has recorded {settings.landing}")
-    except PlatformError:
-        down(settings)  # nothing half-started stays behind
+    except (PlatformError, KeyboardInterrupt):
+        down(settings)  # nothing half-started stays behind (Ctrl-C included)
         raise
     (run_dir(settings) / "platform-api.url").write_text(api_url(settings), encoding="utf-8")
     return status(settings)

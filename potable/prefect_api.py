@@ -94,6 +94,9 @@ class PrefectServer:
             stderr=subprocess.STDOUT,
             env=env,
             preexec_fn=_default_sigint,  # noqa: PLW1509
+            # Its own session: Ctrl-C in the terminal reaches the command, which reports the interrupted run
+            # to this server first and then stops it (stop()), instead of both dying at once.
+            start_new_session=True,
         )
 
     def wait_healthy(self, timeout: float = 120.0) -> None:

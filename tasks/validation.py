@@ -90,4 +90,12 @@ def validate_batch_task(batch: Batch, settings: Settings) -> ValidationReport:
 
 @task(name="quarantine-batch", cache_policy=NO_CACHE)
 def quarantine_batch_task(batch: Batch, report: ValidationReport, settings: Settings) -> Quarantined:
-    return quarantine_batch(batch, report, settings)
+    quarantined = quarantine_batch(batch, report, settings)
+    # The validation artifact names the batch where it landed; this one says where it is now.
+    create_markdown_artifact(
+        key="batch-quarantine",
+        markdown=f"## Batch quarantined\n\n`{batch.uri}`: {quarantined} (the reasons in `reason.json` beside it)."
+        "\n\nFix the batch and drop it into the landing area again; nothing of it was appended or trained on.",
+        description="Where the refused batch is now",
+    )
+    return quarantined

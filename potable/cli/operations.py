@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 from typing import Annotated
 
 import typer
 
 from potable.cli.app import app
-from potable.cli.common import fail, prepare_environment, run_flow
+from potable.cli.common import fail, interrupt, prepare_environment, run_flow
 
 
 @app.command()
@@ -22,10 +23,14 @@ def up() -> None:
     prepare_environment()
     settings = get_settings()
     typer.echo(f"starting potable in {settings.home_dir} ...", err=True)
+    signal.signal(signal.SIGTERM, interrupt)  # SIGTERM stops what was started, as Ctrl-C does
     try:
         report = platform_up(settings, say=lambda line: typer.echo(f"  {line}", err=True))
     except PlatformError as exc:
         fail(f"potable up failed (everything it started was stopped): {exc}")
+    except KeyboardInterrupt:
+        typer.secho("potable up interrupted; everything it started was stopped", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=130) from None
     typer.echo(operator_screen(settings, report))
 
 

@@ -18,14 +18,19 @@ FLAGS = (
 )
 
 
+# Every host name but loopback fails to resolve: the machine as if its network cable were pulled, while the
+# platform's own servers on 127.0.0.1 still answer.
+NETWORK_CUT = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+
+
 @contextmanager
-def chromium() -> Iterator:
+def chromium(*extra_flags: str) -> Iterator:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in FLAGS:
+    for flag in (*FLAGS, *extra_flags):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     try:

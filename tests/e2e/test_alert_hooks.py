@@ -20,16 +20,22 @@ def test_rejected_batch_alerts_every_destination_naming_the_expectation(
 ) -> None:
     bad = reference_frame.copy()
     bad.loc[3, "Turbidity"] = 99.0
+    state = train(data=str(write_csv(bad)), trials=1, return_state=True)
+    assert state.name == "BatchRejected" and state.is_failed()  # the runs list says what happened
     with pytest.raises(BatchRejected):
-        train(data=str(write_csv(bad)), trials=1)
+        state.result()  # calling the flow raises it, as before
+    lines = _run_log(state.state_details.flow_run_id)
+    assert [line for line in lines if line.startswith("batch rejected by validation") and "Turbidity" in line]
+    assert not [line for line in lines if "Traceback" in line], lines  # an expected refusal: one line, no trace
+    assert [line for line in lines if "moved to" in line or "copy kept" in line]
     (text,) = alert_receiver.texts()
-    assert text.startswith("[FAILED] train failed") and "Turbidity" in text and "/runs/flow-run/" in text
+    assert text.startswith("[FAILED] train BatchRejected") and "Turbidity" in text and "/runs/flow-run/" in text
     assert alert_receiver.received[0]["type"] == "failure"
     (message,) = sns_inbox()
-    assert message["Subject"] == "[potable] failed: train failed" and "Turbidity" in message["Message"]
+    assert message["Subject"] == "[potable] failed: train BatchRejected" and "Turbidity" in message["Message"]
     (logged,) = read_log(settings)
-    assert logged["title"] == "train failed" and "Turbidity" in logged["reason"]
-    assert _wait_for_event("potable.alert", lambda e: e["payload"]["title"] == "train failed")
+    assert logged["title"] == "train BatchRejected" and "Turbidity" in logged["reason"]
+    assert _wait_for_event("potable.alert", lambda e: e["payload"]["title"] == "train BatchRejected")
 
 
 def _wait_for_event(name: str, matches, timeout: float = 30) -> list[dict]:
@@ -42,3 +48,17 @@ def _wait_for_event(name: str, matches, timeout: float = 30) -> list[dict]:
             return found
         time.sleep(0.5)
     return []
+
+
+def _run_log(flow_run_id, timeout: float = 20) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            lines = [log.message for log in logs]
+            if [line for line in lines if line.startswith("Finished in state")] or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.5)

@@ -184,11 +184,12 @@ def test_bad_upload_fails_in_validation_and_alerts_a_webhook_and_sns(platform, r
     failed = [r for r in runs if r["parameters"]["data"].endswith("incoming/bad.csv")]
     assert len(failed) == 1 and failed[0]["state_type"] == "FAILED"
     time.sleep(3)
-    failed_alerts = [t for t in alerts.texts() if "train failed" in t]
+    failed_alerts = [t for t in alerts.texts() if "train BatchRejected" in t]
     assert failed_alerts and "Chloramines" in failed_alerts[-1] and "batch rejected by validation" in failed_alerts[-1]
     messages = platform["sqs"].receive_message(QueueUrl=platform["inbox"], MaxNumberOfMessages=10, WaitTimeSeconds=2)
     bodies = [json.loads(m["Body"]) for m in messages.get("Messages", [])]
-    assert [b for b in bodies if b["Subject"] == "[potable] failed: train failed" and "Chloramines" in b["Message"]]
+    subject = "[potable] failed: train BatchRejected"
+    assert [b for b in bodies if b["Subject"] == subject and "Chloramines" in b["Message"]]
 
 
 def test_prefect_ui_shows_the_deployments_and_the_last_run(platform, tmp_path) -> None:
