@@ -24,7 +24,7 @@ def test_rejected_batch_alerts_every_destination_naming_the_expectation(
     assert state.name == "BatchRejected" and state.is_failed()  # the runs list says what happened
     with pytest.raises(BatchRejected):
         state.result()  # calling the flow raises it, as before
-    lines = _run_log(state.state_details.flow_run_id)
+    lines = _run_log(state.state_details.flow_run_id, until="Finished in state BatchRejected")
     assert [line for line in lines if line.startswith("batch rejected by validation") and "Turbidity" in line]
     assert not [line for line in lines if "Traceback" in line], lines  # an expected refusal: one line, no trace
     assert [line for line in lines if "moved to" in line or "copy kept" in line]
@@ -50,15 +50,18 @@ def _wait_for_event(name: str, matches, timeout: float = 30) -> list[dict]:
     return []
 
 
-def _run_log(flow_run_id, timeout: float = 20) -> list[str]:
+def _run_log(flow_run_id, until: str, timeout: float = 20) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
 
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while True:
-            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            logs = client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), sort=LogSort.TIMESTAMP_DESC
+            )
             lines = [log.message for log in logs]
-            if [line for line in lines if line.startswith("Finished in state")] or time.monotonic() > deadline:
+            if [line for line in lines if line.startswith(until)] or time.monotonic() > deadline:
                 return lines
             time.sleep(0.5)

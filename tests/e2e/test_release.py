@@ -158,7 +158,7 @@ def _last_release_run_and_log(timeout: float = 20):
     reach the server shortly after they are written)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId
-    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.client.schemas.sorting import FlowRunSort, LogSort
 
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
@@ -166,7 +166,9 @@ def _last_release_run_and_log(timeout: float = 20):
             flow_filter=FlowFilter(name=FlowFilterName(any_=["release"])), sort=FlowRunSort.START_TIME_DESC, limit=1
         )
         while True:
-            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            logs = client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])), sort=LogSort.TIMESTAMP_DESC
+            )
             lines = [log.message for log in logs]
             if [line for line in lines if line.startswith(("rolled back", "released"))] or time.monotonic() > deadline:
                 return run, lines
