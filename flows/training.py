@@ -145,6 +145,11 @@ def validate_or_quarantine(batch: Batch, table: TrainingTable, settings: Setting
                 "failures": report.failures,
             },
         )
+        emit_event(
+            "potable.batch.rejected",
+            resource={"prefect.resource.id": f"potable.batch.{batch.sha256[:16]}", "prefect.resource.name": batch.uri},
+            payload={"source": batch.uri, "quarantined_to": quarantined.where, "failures": report.failures[:20]},
+        )
         raise BatchRejected(report, quarantined)
     audit.append(
         "train-flow",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import atexit
 import gc
+import signal
 
 import typer
 
 from potable.cli import data, model, operations, records, release  # noqa: F401 - importing registers the commands
 from potable.cli.app import app
-from potable.cli.common import debugging
+from potable.cli.common import debugging, interrupt
 
 __all__ = ["app", "main"]
 
@@ -24,8 +25,13 @@ def main() -> None:  # pragma: no cover - console entry point
     # The heap is torn down when the command ends: freezing it first skips the collection passes over
     # it at interpreter exit, which took ~3 s after a `train` (nothing is written then; files are closed).
     atexit.register(gc.freeze)
+    # SIGTERM (a process manager's stop, `kill`) ends a command the way Ctrl-C does: its clean-up runs.
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         app()
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True, fg="red")
+        raise SystemExit(130) from None
     except Exception as exc:  # noqa: BLE001 - the last line of defence between a user and a traceback
         if debugging():
             raise

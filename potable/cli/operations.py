@@ -62,6 +62,7 @@ def status() -> None:
     for name, state, url, where in release_rows():
         typer.echo(f"{name:<16}{state:<34}{url:<28}{where}")
     typer.echo(f"{'alerts':<16}{'; '.join(alert_destinations(settings))}")
+    typer.echo(f"{'ports':<16}{port_settings(settings)}")
     if not all(s["running"] for s in report.values()):
         raise typer.Exit(code=1)
 
@@ -116,6 +117,13 @@ def needs_a_person_url(ui: str) -> str:
     return f"{ui}/runs?" + "&".join(f"state={name}" for name in NEEDS_A_PERSON)
 
 
+def port_settings(settings) -> str:
+    """Every port `up` uses, and the setting that changes it."""
+    ports = f"prefect {settings.prefect_port}, mlflow {settings.mlflow_port}, reports {settings.reports_port}"
+    settings_named = "POTABLE_PREFECT_PORT, POTABLE_MLFLOW_PORT, POTABLE_REPORTS_PORT"
+    return f"{ports} ({settings_named}); router and slots: {settings.release_config}"
+
+
 def operator_screen(settings, report: dict[str, dict]) -> str:
     """What an operator needs after `up`: where to look, where to drop data, what is live, how to stop."""
     ui = report.get("prefect-server", {}).get("url", "")
@@ -129,9 +137,7 @@ def operator_screen(settings, report: dict[str, dict]) -> str:
     for name, state, url, _ in release_rows():
         rows.append((name.capitalize(), f"{url}  {state}".strip()))
     rows += [("Alerts go to", "; ".join(alert_destinations(settings)))]
-    ports = f"prefect {settings.prefect_port}, mlflow {settings.mlflow_port}, reports {settings.reports_port}"
-    settings_named = "POTABLE_PREFECT_PORT, POTABLE_MLFLOW_PORT, POTABLE_REPORTS_PORT"
-    rows += [("Ports", f"{ports} ({settings_named}); router and slots: {settings.release_config}")]
+    rows += [("Ports", port_settings(settings))]
     rows += [("Logs", str(settings.home_dir / "logs")), ("Stop", "./dev potable down")]
     lines = ["", "potable is up", ""] + [f"  {name:<15} {value}" for name, value in rows] + ["", "services:"]
     lines += [

@@ -30,6 +30,7 @@ def chromium(*extra_flags: str) -> Iterator:
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, as a person's devtools show it
     for flag in (*FLAGS, *extra_flags):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)

@@ -36,6 +36,8 @@ def test_rejected_batch_alerts_every_destination_naming_the_expectation(
     (logged,) = read_log(settings)
     assert logged["title"] == "train BatchRejected" and "Turbidity" in logged["reason"]
     assert _wait_for_event("potable.alert", lambda e: e["payload"]["title"] == "train BatchRejected")
+    (rejected,) = _wait_for_event("potable.batch.rejected", lambda e: e["payload"]["source"].endswith(".csv"))
+    assert "quarantine" in rejected["payload"]["quarantined_to"] and "Turbidity" in rejected["payload"]["failures"][0]
 
 
 def _wait_for_event(name: str, matches, timeout: float = 30) -> list[dict]:

@@ -149,7 +149,7 @@ def test_up_shows_progress_then_one_screen_and_status_adds_the_router_and_health
     assert status.returncode == 0, status.stdout
     rows = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
     assert " ok " in rows["prefect-server"] and " ok " in rows["mlflow"] and " ok " in rows["reports"]
-    assert "router" in rows and "live" in rows and "alerts" in rows
+    assert "router" in rows and "live" in rows and "alerts" in rows and "POTABLE_REPORTS_PORT" in rows["ports"]
 
 
 def test_deployments_are_registered_and_cron_ones_get_scheduled_runs(platform) -> None:

@@ -128,6 +128,8 @@ def _reject_in_the_form(browser, ui: str, run_id: str, approver: str) -> tuple[s
     decision = next(s for s in dialog.find_elements(By.TAG_NAME, "select") if "reject" in s.text)
     Select(decision).select_by_visible_text("reject")
     _shot(browser, "1-approval-form-filled")
+    console = [entry["message"] for entry in browser.get_log("browser")]
+    assert not [m for m in console if "description" in m and "404" in m], console  # the form found its evidence
     button(dialog, "Submit").click()
     return version, roc_auc
 
