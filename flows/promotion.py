@@ -21,6 +21,7 @@ from core.alerts import FLOW_ALERT_HOOKS
 from core.settings import EVENT_RESOURCE_PREFIX, MODEL_NAME, get_settings
 from core.versions import CHAMPION, ModelRegistry, NotGated, UnknownVersion
 from governance.audit import audit_log
+from tasks.outcomes import refused
 
 PROMOTE_FLOW = "promote"
 
@@ -81,7 +82,7 @@ def promote(version: str):
         audit_log(settings).append(
             "promote-flow", "promotion_refused", {"model_version": version}, {"reason": str(exc)}
         )
-        raise
+        return refused(exc)
     if not asked:
         logger.info("v%s already is the champion; nothing to decide", version)
         return {"version": version, "decision": "already champion", "champion": version}

@@ -23,6 +23,7 @@ from core.versions import CHAMPION, ModelRegistry, UnknownVersion, VersionRecord
 from deployments.rollout import BlueGreen, Outcome, RolloutFailed, interval_words
 from governance.audit import audit_log
 from tasks.dataset import split_rows
+from tasks.outcomes import refused
 from tasks.packaging import PackagingRefused, local_bento
 from tasks.retries import io_retries
 
@@ -163,8 +164,10 @@ def release(version: str | None = None, override_reason: str | None = None, acto
         }.get(type(exc), str(exc))
         audit.append(actor, "release_refused", {"model_version": str(version)} if version else {}, {"reason": reason})
         if isinstance(exc, ReleaseRefused):
-            raise
-        raise ReleaseRefused(f"{'v' + str(version) if version else 'the champion'} was not released: {reason}") from exc
+            return refused(exc)
+        return refused(
+            ReleaseRefused(f"{'v' + str(version) if version else 'the champion'} was not released: {reason}")
+        )
 
 
 def roll_out(record: VersionRecord, config: dict[str, Any], settings: Settings, actor: str) -> dict:

@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Completed
 
 from core import configs
 from core.alerts import FLOW_ALERT_HOOKS
@@ -35,6 +35,7 @@ from tasks.dataset import (
 from tasks.evaluation import Evaluation, choose_threshold_task, evaluate_model
 from tasks.governance import GovernanceVerdict, govern_task
 from tasks.onnx_export import BackgroundExport
+from tasks.outcomes import refused
 from tasks.packaging import Packaged, package_task
 from tasks.registry import RegisteredVersion, git_commit, parent_run, register_model_task, setup_mlflow
 from tasks.tuning import TuningResult, refit_best, tune_models
@@ -420,21 +421,18 @@ def train(
     """
     settings = get_settings()
     settings.ensure_dirs()
-    if arrival:
-        admit_arrival(data, settings)
-    if data and dataset_version is not None:
-        raise TableRefused("give a batch to append or a table version to train on, not both")
-    config = training_config(settings, trials, seed)
-    table = training_table(settings)
-    seed_if_new(table, settings)
     try:
+        if arrival:
+            admit_arrival(data, settings)
+        if data and dataset_version is not None:
+            raise TableRefused("give a batch to append or a table version to train on, not both")
+        config = training_config(settings, trials, seed)
+        table = training_table(settings)
+        seed_if_new(table, settings)
         appended = take_batch(data, table, settings) if data else None
-    except BatchRejected as refused:
-        # An expected "no", named: the runs list shows BatchRejected, the log one readable error (no
-        # traceback, which Prefect would print for a raised exception); calling the flow still raises it.
-        get_run_logger().error(str(refused))
-        return Failed(name="BatchRejected", message=str(refused)[:2000], data=refused)
-    rows = read_training_rows_task(table, appended.version if appended else dataset_version, config["data"])
+        rows = read_training_rows_task(table, appended.version if appended else dataset_version, config["data"])
+    except (ArrivalRefused, TableRefused, SeedDataRejected, BatchRejected) as refusal:
+        return refused(refusal)  # the runs list names it (e.g. BatchRejected); one log line, no traceback
     if rows.note:
         get_run_logger().warning(rows.note)
     if only_if_changed and (why := unchanged_since_champion(rows.version, table, settings)):

@@ -174,8 +174,10 @@ def test_failing_gate_blocks_promotion(prefect_api, settings, tmp_path, monkeypa
     assert summary["bento_tag"] is None  # a failing gate prevents packaging
     with pytest.raises(PackagingRefused, match="did not pass the policy gate"):
         package_version(summary["model_version"], settings)
+    refused = promote(version=summary["model_version"], return_state=True)
+    assert refused.name == "PromotionRefused" and refused.is_failed()
     with pytest.raises(PromotionRefused, match="did not pass the policy gate"):
-        promote(version=summary["model_version"])
+        refused.result()
     mlflow.set_tracking_uri(settings.tracking_uri)
     with pytest.raises(mlflow.exceptions.MlflowException):
         MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
