@@ -25,6 +25,7 @@ def test_rejected_batch_alerts_every_destination_naming_the_expectation(
     with pytest.raises(BatchRejected):
         state.result()  # calling the flow raises it, as before
     lines = _run_log(state.state_details.flow_run_id, until="Finished in state BatchRejected")
+    assert [line for line in lines if line.startswith("Finished in state BatchRejected")], lines
     assert [line for line in lines if line.startswith("batch rejected by validation") and "Turbidity" in line]
     assert not [line for line in lines if "Traceback" in line], lines  # an expected refusal: one line, no trace
     assert [line for line in lines if "moved to" in line or "copy kept" in line]
@@ -40,7 +41,7 @@ def test_rejected_batch_alerts_every_destination_naming_the_expectation(
     assert "quarantine" in rejected["payload"]["quarantined_to"] and "Turbidity" in rejected["payload"]["failures"][0]
 
 
-def _wait_for_event(name: str, matches, timeout: float = 30) -> list[dict]:
+def _wait_for_event(name: str, matches, timeout: float = 60) -> list[dict]:
     """Events reach the server's feed shortly after they are emitted (Prefect sends them in the background)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,7 +53,7 @@ def _wait_for_event(name: str, matches, timeout: float = 30) -> list[dict]:
     return []
 
 
-def _run_log(flow_run_id, until: str, timeout: float = 20) -> list[str]:
+def _run_log(flow_run_id, until: str, timeout: float = 60) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
