@@ -33,12 +33,18 @@ class Batch:
         return self.uri.startswith("s3://")
 
 
-def split_s3_uri(uri: str) -> tuple[str, str]:
+def s3_parts(uri: str) -> tuple[str, str]:
+    """`s3://bucket/key-or-prefix` → (bucket, key-or-prefix); the one S3 URI parser (no checks)."""
     parsed = urlparse(uri)
-    key = parsed.path.lstrip("/")
-    if parsed.scheme != "s3" or not parsed.netloc or not key:
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """An S3 object's URI → (bucket, key), or BatchError naming what is missing."""
+    bucket, key = s3_parts(uri)
+    if not uri.startswith("s3://") or not bucket or not key:
         raise BatchError(f"not an S3 object URI: {uri!r} (expected s3://bucket/key)")
-    return parsed.netloc, key
+    return bucket, key
 
 
 def file_sha256(path: Path) -> str:

@@ -9,8 +9,8 @@ A path a person types (`potable train --data`, `potable validate`) may be anywhe
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlparse
 
+from core.batches import s3_parts
 from core.settings import Settings
 
 
@@ -18,11 +18,6 @@ def landing_areas(settings: Settings) -> list[str]:
     """POTABLE_WATCH (default <home>/landing) plus POTABLE_LANDING_AREAS; an SQS queue URL is not an area."""
     areas = [settings.landing, *(a.strip() for a in (settings.landing_areas or "").split(",") if a.strip())]
     return [a for a in areas if not a.startswith(("http://", "https://"))]
-
-
-def _s3_parts(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    return parsed.netloc, parsed.path.lstrip("/")
 
 
 def _local(uri: str) -> Path:
@@ -33,7 +28,7 @@ def inside(uri: str, area: str) -> bool:
     if area.startswith("s3://"):
         if not uri.startswith("s3://"):
             return False
-        (bucket, key), (area_bucket, prefix) = _s3_parts(uri), _s3_parts(area)
+        (bucket, key), (area_bucket, prefix) = s3_parts(uri), s3_parts(area)
         prefix = prefix if not prefix or prefix.endswith("/") else f"{prefix}/"
         return bucket == area_bucket and bool(key) and key.startswith(prefix) and ".." not in key.split("/")
     if uri.startswith("s3://") or "://" in uri.removeprefix("file://"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
+from core.files import save_json_atomically
 from deployments.checks import RolloutFailed, Watch, canary_breach, latency_check, records, smoke_test
 from deployments.health import potable_share, read_classes
 from deployments.router import NginxRouter
@@ -71,10 +71,7 @@ class RolloutState:
         return {"live": None, "slots": {}, "history": []}
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        save_json_atomically(self.path, state, indent=2, sort_keys=True)
 
 
 class BlueGreen:

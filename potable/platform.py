@@ -24,6 +24,7 @@ import psutil
 from core.environment import child_env
 from core.mlflow_store import seed_blank_store
 from core.settings import PROJECT_ROOT, Settings
+from potable.prefect_api import default_sigint
 
 WORK_POOL = "potable-process"
 STOP_ORDER = ("supervisor", "watcher", "worker", "mlflow", "reports", "prefect-server")
@@ -124,11 +125,6 @@ def services(settings: Settings) -> list[Service]:
     ]
 
 
-def _default_sigint() -> None:
-    # Started from a non-interactive shell, SIGINT would be ignored; Prefect turns SIGTERM into SIGINT.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def start(service: Service, settings: Settings, env: dict[str, str]) -> int:
     """Start one service in its own process group; PID file = {pid, started, url, log}."""
     logs = settings.home_dir / "logs"
@@ -142,7 +138,7 @@ def start(service: Service, settings: Settings, env: dict[str, str]) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_default_sigint,  # noqa: PLW1509
+            preexec_fn=default_sigint,  # noqa: PLW1509
         )
     record = {"pid": process.pid, "started": psutil.Process(process.pid).create_time()}
     record |= {"url": service.url, "log": str(log_path), "argv": service.argv}

@@ -49,7 +49,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _default_sigint() -> None:
+def default_sigint() -> None:
     # A command started with `&` from a script ignores SIGINT, and Prefect turns SIGTERM into SIGINT:
     # restore the default so the server really stops when asked.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -93,7 +93,7 @@ class PrefectServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_default_sigint,  # noqa: PLW1509
+            preexec_fn=default_sigint,  # noqa: PLW1509
             # Its own session: Ctrl-C in the terminal reaches the command, which reports the interrupted run
             # to this server first and then stops it (stop()), instead of both dying at once.
             start_new_session=True,

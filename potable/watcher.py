@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
 from core.batches import split_s3_uri
+from core.files import save_json_atomically
 from core.settings import Settings
 
 ARRIVAL_EVENT = "s3.object.created"
@@ -55,10 +55,7 @@ class StateFile:
         return json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        save_json_atomically(self.path, state, sort_keys=True)
 
 
 class HighWaterMark:

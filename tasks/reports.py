@@ -5,8 +5,9 @@ others and gone with the worker. The local copy under POTABLE_HOME/reports is wr
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
+from core.batches import s3_parts
 from core.settings import Settings
 from tasks.data import s3_bucket
 
@@ -16,8 +17,8 @@ def keep_report(path: Path, settings: Settings) -> str:
     reports folder, and return its S3 URI; without the setting, the local path."""
     if not settings.reports_uri:
         return str(path)
-    where = urlparse(settings.reports_uri)
-    bucket_name, prefix = where.netloc, where.path.strip("/")
+    bucket_name, prefix = s3_parts(settings.reports_uri)
+    prefix = prefix.strip("/")
     relative = path.resolve().relative_to(settings.reports_dir.resolve()).as_posix()
     key = f"{prefix}/{relative}" if prefix else relative
     bucket = s3_bucket(bucket_name, settings)
