@@ -18,15 +18,21 @@ class LoadGenerator:
     url: str
     payload: dict | list[dict]  # one body, or several sent in turn (varied traffic for the model-level canary)
     connections: int = 32
+    # Client addresses: connection i speaks from 127.0.0.(2 + i % sources) (all reach a loopback listener):
+    # by default each connection is its own client, as many labs are; sources=1: all from 127.0.0.1.
+    sources: int | None = None
     results: list[tuple[float, float, int]] = field(default_factory=list)  # (start, end, status; 0 = error)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
         local: list[tuple[float, float, int]] = []
         bodies = self.payload if isinstance(self.payload, list) else [self.payload]
-        sent = 0
-        with httpx.Client(timeout=10) as client:
+        sent = index * len(bodies) // self.connections  # each connection starts elsewhere in the bodies
+        sources = self.sources or self.connections
+        address = f"127.0.0.{2 + index % sources}" if sources > 1 else None
+        transport = httpx.HTTPTransport(local_address=address) if address else None
+        with httpx.Client(timeout=10, transport=transport) as client:
             while not self._stop.is_set():
                 began = time.monotonic()
                 body, sent = bodies[sent % len(bodies)], sent + 1
@@ -38,7 +44,7 @@ class LoadGenerator:
         self.results.extend(local)
 
     def start(self) -> LoadGenerator:
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(self.connections)]
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.connections)]
         for thread in self._threads:
             thread.start()
         return self

@@ -163,28 +163,36 @@ def onnx_path(version: str) -> Path:
     raise SystemExit(f"v{version} has no ONNX model in the BentoML store (package it first: potable package)")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--version", required=True, help="registered model version to serve on all sides")
-    parser.add_argument("--rounds", type=int, default=4, help="paired rounds at 64 connections (ours, bare)")
-    args = parser.parse_args()
+def server_env(version: str) -> dict[str, str]:
+    """The environment every server of a serving benchmark runs with: this home, the version's model for
+    the bare and seed-style apps, the service's per-client rate limit on but above the load (the load
+    generator is one client), no token."""
     from mlflow import MlflowClient
 
     from core import environment
     from core.settings import MODEL_NAME, get_settings
 
     settings = environment.apply(get_settings())
-    mv = MlflowClient(tracking_uri=settings.tracking_uri).get_model_version(MODEL_NAME, args.version)
+    mv = MlflowClient(tracking_uri=settings.tracking_uri).get_model_version(MODEL_NAME, version)
     env = {
         **os.environ,
         "POTABLE_HOME": str(settings.home_dir),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "POTABLE_BASELINE_MODEL_URI": f"models:/{MODEL_NAME}/{args.version}",
+        "POTABLE_BASELINE_MODEL_URI": f"models:/{MODEL_NAME}/{version}",
         "POTABLE_BASELINE_THRESHOLD": mv.tags.get("threshold", "0.5"),
-        "POTABLE_BARE_ONNX_PATH": str(onnx_path(args.version)),
-        "POTABLE_RATE_LIMIT_PER_SECOND": "1000000",  # on, but wrk is a single client
+        "POTABLE_BARE_ONNX_PATH": str(onnx_path(version)),
+        "POTABLE_RATE_LIMIT_PER_SECOND": "1000000",
     }
     env.pop("POTABLE_API_TOKEN", None)
+    return env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--version", required=True, help="registered model version to serve on all sides")
+    parser.add_argument("--rounds", type=int, default=4, help="paired rounds at 64 connections (ours, bare)")
+    args = parser.parse_args()
+    env = server_env(args.version)
     bin_dir = Path(sys.executable).parent
     servers = {
         "potable serve (BentoML)": [str(bin_dir / "potable"), "serve", "--version", args.version, "--port"],

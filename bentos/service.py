@@ -7,13 +7,13 @@ knows the model store only (never the flows), so a Bento is self-contained.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import hashlib
 import hmac
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ BODY_LIMITS = {"/predict": 16 * 1024, "/predict_batch": 4 * 1024 * 1024}
 DEFAULT_BODY_LIMIT = 64 * 1024
 RATE_LIMIT_DEFAULT = 5000  # per client per worker per second: the router's default per-address limit
 ECHO_LIMIT = 64  # characters of a client's own input (e.g. an unknown key) ever repeated in an error
+REQUEST_TIMEOUT = env_number("POTABLE_REQUEST_TIMEOUT_SECONDS", 30)
 
 
 def _served_models() -> dict[str, str]:
@@ -70,9 +71,8 @@ PROTECTED_PATHS = ("/predict", "/predict_batch")  # health, metrics, schema and 
 # Not traced: a span per prediction would cost more than the prediction. Regexes searched in the full URL
 # (OpenTelemetry's exclusion rule): a path one matches is excluded whatever the host.
 TRACING_EXCLUDED_URLS = ["predict"]
-UNTRACED_PATHS = frozenset(p for p in PROTECTED_PATHS if any(re.search(x, p) for x in TRACING_EXCLUDED_URLS))
-# Every path the service answers; BentoML labels request metrics by path, so any other path is counted
-# under one label (UNKNOWN_PATH) instead of growing /metrics by one series per URL a client invents.
+# Every path the service answers; RequestMetrics labels by path, so any other path is counted under one
+# label (UNKNOWN_PATH) instead of growing /metrics by one series per URL a client invents.
 KNOWN_PATHS = frozenset(
     {"/", "/predict", "/predict_batch", "/metadata", "/frontend", "/openapi.json", "/schema.json"}
     | {"/livez", "/readyz", "/healthz", "/metrics"}
@@ -82,17 +82,20 @@ UNKNOWN_PATH = "/unknown"
 
 def predictions_counter():
     """The predictions counter, made in the worker: prometheus_client must be imported only after BentoML set
-    PROMETHEUS_MULTIPROC_DIR, or each worker counts alone and /metrics shows whichever worker answers."""
-    from prometheus_client import REGISTRY, Counter
+    PROMETHEUS_MULTIPROC_DIR, or each worker counts alone and /metrics shows whichever worker answers.
 
-    try:
-        return Counter(
-            "potable_predictions",
-            "Predictions served, by predicted class and model version",
-            ["predicted_class", "model_version"],
-        )
-    except ValueError:  # registered by an earlier import in this process
-        return REGISTRY._names_to_collectors["potable_predictions_total"]  # noqa: SLF001
+    Not registered in the process's default registry (`registry=None`): in multiprocess mode the counter's
+    values live in the worker's metric files, which BentoML's /metrics collects from every worker; so a
+    second import of this module (the Bento's `service` and the source tree's `bentos.service`) makes a
+    second handle on the same series instead of a duplicate-registration error."""
+    from prometheus_client import Counter
+
+    return Counter(
+        "potable_predictions",
+        "Predictions served, by predicted class and model version",
+        ["predicted_class", "model_version"],
+        registry=None,
+    )
 
 
 def client_of(scope) -> str:
@@ -220,122 +223,78 @@ class BodyLimitMiddleware:
         await JSONResponse(error_body("request body too large", detail), status_code=413)(scope, receive, send)
 
 
-def lean_tracing_exclusion() -> None:
-    """Paths the service's tracing config excludes skip BentoML's tracing middleware at once. Its own check
-    rebuilt the request's full URL (host header, percent-quoting) and searched the exclusion regex in it on
-    every prediction, ~4 % of a prediction's CPU (py-spy under wrk), to decide the same thing each time.
-    Patched once per worker process on the pinned OpenTelemetry ASGI middleware."""
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+class RequestMetrics:
+    """Requests, their duration and those in progress, by path and status, on /metrics.
 
-    if getattr(OpenTelemetryMiddleware, "_potable_lean", False):
-        return
-    traced = OpenTelemetryMiddleware.__call__
+    Ours instead of BentoML's request metrics (switched off in the service config): BentoML labels by
+    whatever path a client sends, one new series per invented URL, so a client could grow /metrics without
+    bound. Here any path the service does not answer counts under one label (UNKNOWN_PATH). Outermost of our
+    middleware, so every answer is counted, 401/413/415/429 and 504 included. Each labelled child is
+    resolved once: looking one up costs more than the prediction itself."""
 
-    async def call(self, scope, receive, send) -> None:
-        if scope.get("path") in UNTRACED_PATHS:
+    def __init__(self, app) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.app = app
+        self.total = Counter(
+            "potable_http_requests", "Requests answered, by path and status", ["endpoint", "status"], registry=None
+        )
+        self.duration = Histogram(
+            "potable_http_request_duration_seconds",
+            "Time to answer, by path",
+            ["endpoint"],
+            registry=None,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.in_progress = Gauge(
+            "potable_http_requests_in_progress",
+            "Requests being answered",
+            ["endpoint"],
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        self.children: dict[tuple[str, int], Any] = {}
+
+    def _counted(self, endpoint: str, status: int):
+        if (endpoint, status) not in self.children:
+            self.children[endpoint, status] = self.total.labels(endpoint=endpoint, status=str(status))
+        return self.children[endpoint, status]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/metrics":
             await self.app(scope, receive, send)
             return
-        await traced(self, scope, receive, send)
-
-    OpenTelemetryMiddleware.__call__ = call
-    OpenTelemetryMiddleware._potable_lean = True
-
-
-def lean_request_metrics() -> None:
-    """BentoML's request metrics (same names, labels and values on /metrics) at a fraction of the cost, and
-    with unknown paths collapsed into one label. BentoML's middleware (outermost, so ours cannot run before
-    it) looks up four labelled children per request by keyword, a tenth of a prediction's CPU here
-    (py-spy); this resolves each child once per endpoint (and status) and keeps it. Patched once per
-    process on the pinned BentoML's class; websockets (none served here) keep BentoML's own code."""
-    from bentoml._internal.context import server_context
-    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware as Metrics
-
-    if getattr(Metrics, "_potable_lean", False):
-        return
-    original = Metrics.__call__
-
-    def children(self, endpoint: str) -> tuple[Any, Any]:
-        """(last-request gauge or None for skipped paths, in-progress gauge) for `endpoint`, made once."""
-        cache = self.__dict__.setdefault("_potable_children", {})
-        if endpoint not in cache:
-            service = {
-                "service_name": server_context.bento_name,
-                "service_version": server_context.bento_version,
-                "runner_name": server_context.service_name,
-            }
-            last = self.metrics_last_request_timestamp.labels(**service)
-            cache[endpoint] = (
-                None if endpoint.startswith(tuple(self.skip_paths)) else last,
-                self.metrics_request_in_progress.labels(endpoint=endpoint, **service),
-            )
-        return cache[endpoint]
-
-    def answered(self, endpoint: str, status: int) -> tuple[Any, Any]:
-        """(request counter, duration histogram) for `endpoint` answered with `status`, made once."""
-        cache = self.__dict__.setdefault("_potable_answered", {})
-        if (endpoint, status) not in cache:
-            labels = {
-                "endpoint": endpoint,
-                "service_name": server_context.bento_name,
-                "service_version": server_context.bento_version,
-                "http_response_code": status,
-                "runner_name": server_context.service_name,
-            }
-            cache[endpoint, status] = (
-                self.metrics_request_total.labels(**labels),
-                self.metrics_request_duration.labels(**labels),
-            )
-        return cache[endpoint, status]
-
-    async def counted(self, scope, receive, send) -> None:
-        path = scope.get("path", "")
-        known = path in KNOWN_PATHS or path.startswith("/static_content/")
-        if scope["type"] != "http" or path == "/metrics":  # websockets (none served) keep BentoML's code
-            relabel = scope["type"] == "websocket" and not known
-            await original(self, {**scope, "path": UNKNOWN_PATH} if relabel else scope, receive, send)
-            return
-        if not self._is_setup:
-            self._setup()
-        endpoint = path if known else UNKNOWN_PATH
-        last, in_progress = children(self, endpoint)
-        if last is not None:
-            last.set_to_current_time()
+        path = scope["path"]
+        endpoint = path if path in KNOWN_PATHS or path.startswith("/static_content/") else UNKNOWN_PATH
         started, status = time.perf_counter(), 0
 
-        async def timed_send(message) -> None:
+        async def counted_send(message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
             elif message["type"] == "http.response.body" and not message.get("more_body"):
-                total, duration = answered(self, endpoint, status)
-                total.inc()
-                duration.observe(max(time.perf_counter() - started, 0))
+                self._counted(endpoint, status).inc()
+                self.duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)
             await send(message)
 
-        in_progress.inc()
+        gauge = self.in_progress.labels(endpoint=endpoint)
+        gauge.inc()
         try:
-            await self.app(scope, receive, timed_send)  # routing sees the request's real path
+            await self.app(scope, receive, counted_send)
         finally:
-            in_progress.dec()
-
-    Metrics.__call__ = counted
-    Metrics._potable_lean = True
+            gauge.dec()
 
 
-def lean_request_timeout() -> None:
-    """BentoML's request timeout (504 when no answer has started within `traffic.timeout`) without a second
-    task, a future and an uncancelled 30 s timer per request, which cost more loop passes than the ONNX
-    prediction (py-spy). One asyncio.timeout around the request; lifted once the answer starts, as
-    BentoML's is. Patched once per process on the pinned BentoML's class."""
-    import asyncio
+class RequestTimeout:
+    """504 in the error shape when no answer has begun within POTABLE_REQUEST_TIMEOUT_SECONDS of the request
+    (e.g. a body that stops coming); an answer that has begun is never cut off. BentoML's own timeout
+    (`traffic.timeout`, set a few seconds longer) stays as the backstop; it answers in its own shape."""
 
-    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+    def __init__(self, app) -> None:
+        self.app, self.timeout = app, REQUEST_TIMEOUT
 
-    if getattr(TimeoutMiddleware, "_potable_lean", False):
-        return
-
-    async def bounded(self, scope, receive, send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         answering = False
@@ -344,7 +303,7 @@ def lean_request_timeout() -> None:
             nonlocal answering
             if not answering:
                 answering = True
-                deadline.reschedule(None)  # a started answer is not cut off (BentoML's semantics)
+                deadline.reschedule(None)
             await send(message)
 
         try:
@@ -353,63 +312,8 @@ def lean_request_timeout() -> None:
         except TimeoutError:
             if answering:
                 raise
-            message = f"Not able to process the request in {self.timeout:g} seconds"
-            await JSONResponse(error_body("request timed out", [{"loc": ["request"], "msg": message}]), 504)(
-                scope, receive, send
-            )
-
-    TimeoutMiddleware.__call__ = bounded
-    TimeoutMiddleware._potable_lean = True
-
-
-def bound_header_time() -> None:
-    """Close a connection whose request headers are not complete within POTABLE_HEADER_TIMEOUT_SECONDS of
-    its opening or of the request's first byte. uvicorn (BentoML's HTTP server) has no such timeout: a
-    client sending a byte a minute would hold a connection for ever. Patched once per worker process on
-    the httptools protocol uvicorn uses here; the keep-alive timeout between requests stays uvicorn's."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Protocol
-    except ImportError:  # no httptools: uvicorn serves with h11, which this does not patch
-        return
-    if getattr(Protocol, "_potable_header_timeout", False):
-        return
-    timeout = env_number("POTABLE_HEADER_TIMEOUT_SECONDS", 10)
-    opened, began, headed, lost = (
-        Protocol.connection_made,
-        Protocol.on_message_begin,
-        Protocol.on_headers_complete,
-        Protocol.connection_lost,
-    )
-
-    def arm(self) -> None:
-        disarm(self)
-        self._header_deadline = self.loop.call_later(timeout, self.transport.close)
-
-    def disarm(self) -> None:
-        timer = getattr(self, "_header_deadline", None)
-        if timer is not None:
-            timer.cancel()
-            self._header_deadline = None
-
-    def connection_made(self, transport) -> None:
-        opened(self, transport)
-        arm(self)
-
-    def on_message_begin(self) -> None:
-        began(self)
-        arm(self)
-
-    def on_headers_complete(self) -> None:
-        disarm(self)
-        headed(self)
-
-    def connection_lost(self, exc) -> None:
-        disarm(self)
-        lost(self, exc)
-
-    Protocol.connection_made, Protocol.on_message_begin = connection_made, on_message_begin
-    Protocol.on_headers_complete, Protocol.connection_lost = on_headers_complete, connection_lost
-    Protocol._potable_header_timeout = True
+            detail = [{"loc": ["request"], "msg": f"no complete request within {self.timeout:g} seconds"}]
+            await JSONResponse(error_body("request timed out", detail), 504)(scope, receive, send)
 
 
 class Sample(BaseModel):
@@ -451,6 +355,7 @@ ERRORS = {
     400: {"model": ErrorResponse, "description": "Invalid input: one entry per bad field"},
     401: {"model": ErrorResponse, "description": "Missing or invalid bearer token (when POTABLE_API_TOKEN is set)"},
     413: {"model": ErrorResponse, "description": "Request body over the endpoint's limit"},
+    415: {"model": ErrorResponse, "description": "Request body not sent as application/json"},
     429: {"model": ErrorResponse, "description": "Over the per-client rate limit (see the Retry-After header)"},
     504: {"model": ErrorResponse, "description": "No answer begun within POTABLE_REQUEST_TIMEOUT_SECONDS (30)"},
 }
@@ -506,7 +411,8 @@ class Scorer:
 
 @bentoml.service(
     workers=int(WORKERS) if WORKERS.isdigit() else WORKERS,
-    traffic={"timeout": env_number("POTABLE_REQUEST_TIMEOUT_SECONDS", 30)},
+    traffic={"timeout": REQUEST_TIMEOUT + 5},  # a backstop: RequestTimeout answers first, in the error shape
+    metrics={"enabled": False},  # RequestMetrics instead: bounded labels (see there); /metrics is ours too
     tracing={"excluded_urls": TRACING_EXCLUDED_URLS},
     logging={"access": {"enabled": os.environ.get("POTABLE_ACCESS_LOG", "0") == "1"}},
 )
@@ -608,6 +514,17 @@ def metadata(request: Request) -> dict[str, Any]:
     return {k: labels[k] for k in PUBLIC_METADATA if k in labels}
 
 
+@api.get("/metrics", include_in_schema=False)
+def metrics() -> Response:
+    """Prometheus metrics of every worker of this server (prometheus_client's multiprocess collector over the
+    folder BentoML gives its workers in PROMETHEUS_MULTIPROC_DIR)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
 @api.get("/", include_in_schema=False)
 def index() -> RedirectResponse:
     """The lab form; BentoML's own index page loads a third-party tag manager."""
@@ -651,6 +568,46 @@ def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return detail[:50]
 
 
+class NotStrictJson(ValueError):
+    """The body is not one plain JSON document: malformed, NaN/Infinity literals, or a key given twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise NotStrictJson(f"key {_clip(key)!r} given twice")
+            seen.add(key)
+    return found
+
+
+def _no_constants(name: str) -> None:
+    raise NotStrictJson(f"{name} is not a JSON number")
+
+
+def strict_json(body: bytes) -> Any:
+    """The body parsed as strict JSON: a key given twice is refused, not silently "last one wins" (which
+    lets two readers of the same request see different samples), and so are NaN/Infinity literals."""
+    try:
+        return json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+    except NotStrictJson:
+        raise
+    except (ValueError, RecursionError):  # malformed, not UTF-8, nested beyond Python's stack
+        raise NotStrictJson("not valid JSON") from None
+
+
+def is_json(scope) -> bool:
+    """Content-Type application/json (parameters such as charset allowed). Anything else is refused (415):
+    a cross-origin page can POST text/plain or a form without a CORS preflight, never application/json."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json"
+    return False
+
+
 class PredictRoute:
     """The prediction endpoints as plain ASGI: the same models, validation, scoring, log and answers as the
     FastAPI routes above (which stay for the schema), without FastAPI's and Starlette's per-request layers,
@@ -668,6 +625,10 @@ class PredictRoute:
         if model is None:
             await self.app(scope, receive, send)
             return
+        if not is_json(scope):
+            detail = [{"loc": ["headers", "content-type"], "msg": "send the request body as application/json"}]
+            await JSONResponse(error_body("unsupported media type", detail), status_code=415)(scope, receive, send)
+            return
         chunks, more = [], True
         while more:  # bounded: the body limit middleware read it already
             message = await receive()
@@ -676,7 +637,9 @@ class PredictRoute:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         try:
-            parsed = model.model_validate_json(b"".join(chunks))
+            parsed = model.model_validate(strict_json(b"".join(chunks)))
+        except NotStrictJson as exc:
+            response = JSONResponse(error_body("invalid input", [{"loc": ["body"], "msg": str(exc)}]), status_code=400)
         except ValidationError as exc:
             response = JSONResponse(error_body("invalid input", field_errors(exc.errors())), status_code=400)
         else:
@@ -711,15 +674,10 @@ api.openapi = _openapi
 # @bentoml.api because BentoML's per-call dispatch costs about twice a FastAPI route here (measured).
 WaterPotability = bentoml.asgi_app(api, path="/")(WaterPotability)
 
-if bentoml.server_context.worker_index is not None:
-    # Only a worker serves: the server process imports this module just to read the service's
-    # configuration, and importing uvicorn's protocols there would delay every slot start (~0.3 s).
-    lean_tracing_exclusion()
-    lean_request_metrics()
-    lean_request_timeout()
-    bound_header_time()
-# Starlette runs the first-added middleware outermost: CORS answers preflights and labels every answer
-# (401, 413 and 429 included), then the rate limit (before any body is read), the body limit, the token.
+# Starlette runs the first-added middleware outermost (all inside BentoML's own): the metrics count every
+# answer; CORS answers preflights and labels every answer (401, 413 and 429 included); then the rate limit
+# (before any body is read), the timeout (a body that stops coming), the body limit, the token.
+WaterPotability.add_asgi_middleware(RequestMetrics)
 if os.environ.get("POTABLE_CORS_ORIGINS"):
     WaterPotability.add_asgi_middleware(
         CORSMiddleware,
@@ -729,6 +687,7 @@ if os.environ.get("POTABLE_CORS_ORIGINS"):
     )
 if env_number("POTABLE_RATE_LIMIT_PER_SECOND", RATE_LIMIT_DEFAULT) > 0:
     WaterPotability.add_asgi_middleware(ClientRateLimitMiddleware)
+WaterPotability.add_asgi_middleware(RequestTimeout)
 WaterPotability.add_asgi_middleware(BodyLimitMiddleware)
 if os.environ.get("POTABLE_API_TOKEN"):
     WaterPotability.add_asgi_middleware(BearerTokenMiddleware)

@@ -226,10 +226,21 @@ class MonitoringRules(Rules):
 Port = Field(ge=1, le=65535)
 
 
+class BodyLimits(Rules):
+    predict: int = Field(default=16, ge=1)
+    predict_batch: int = Field(default=4096, ge=1)
+    other: int = Field(default=64, ge=1)
+
+
 class RouterRules(Rules):
+    address: str = "127.0.0.1"
     listen: int = Port
     rate_limit_per_second: int = Field(ge=1)
     burst: int = Field(ge=0)
+    connections_per_client: int = Field(default=64, ge=1)
+    body_limits_kb: BodyLimits = BodyLimits()
+    header_buffer_kb: int = Field(default=8, ge=1, le=64)
+    client_timeout_seconds: int = Field(default=10, ge=1)
 
 
 class SmokeRules(Rules):
@@ -246,15 +257,22 @@ class WatchRules(Rules):
     window_seconds: float = Field(gt=0)
     interval_seconds: float = Field(gt=0)
     max_error_rate: float = Fraction
-    max_p99_ms: float = Field(gt=0)
     min_requests: int = Field(ge=1)
+    max_p99_ms: float = Field(gt=0)
+    max_p99_ratio: float = Field(ge=1)
+    p99_slack_ms: float = Field(ge=0)
+    min_latency_requests: int = Field(ge=1)
+    baseline_seconds: float = Field(gt=0)
     probe_timeout_seconds: float = Field(gt=0)
     probe_failures: int = Field(ge=1)
 
 
 class CanaryRules(Rules):
-    min_requests: int = Field(ge=1)
+    min_inputs: int = Field(ge=1)
+    min_clients: int = Field(ge=2)  # one client is one witness: never enough alone
+    max_inputs_per_client: int = Field(ge=1)
     max_share_difference: float = Fraction
+    max_disagreement_increase: float = Fraction
 
 
 class ImageRules(Rules):

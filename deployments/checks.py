@@ -13,7 +13,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from deployments.health import RouterLog, potable_share, read_classes
+from deployments.canary import Canary
+from deployments.health import RouterLog, Window
 from deployments.router import NginxRouter
 from deployments.slots import SlotProcess
 
@@ -52,28 +53,32 @@ def latency_check(slot: SlotProcess, sample: dict[str, Any], requests: int, max_
     return p99
 
 
-def canary_breach(
-    answers: float, share: float, expected_share: float | None, old: tuple[float, float] | None, rules: dict
-) -> str | None:
-    """The model-level canary: too different a share of "potable" answers on live traffic rolls back."""
-    if answers < rules["min_requests"]:
-        return None
-    limit = rules["max_share_difference"]
-    if expected_share is not None and abs(share - expected_share) > limit:
-        return f"potable share {share:.1%} on live traffic vs {expected_share:.1%} on its hold-out"
-    if old is not None and old[0] >= rules["min_requests"] and abs(share - old[1]) > limit:
-        return f"potable share {share:.1%} vs {old[1]:.1%} from the previous version just before"
-    return None
+def latency_limit(old: Window | None, rules: dict[str, Any]) -> tuple[float, str]:
+    """The new slot's p99 limit: a multiple of the old slot's on the traffic just before the switch (same
+    machine, same clients, same load), or the fixed limit when there is no old slot to compare with."""
+    if old is not None and old.timed >= rules["min_latency_requests"]:
+        limit = old.p99_ms * rules["max_p99_ratio"] + rules["p99_slack_ms"]
+        words = f"{rules['max_p99_ratio']:g}× the previous slot's {old.p99_ms:.0f} ms + {rules['p99_slack_ms']:g} ms"
+        return limit, words
+    return rules["max_p99_ms"], f"{rules['max_p99_ms']:g} ms"
 
 
 class Watch:
-    """One watch window over a just-switched slot; `check()` returns the reason to roll back, or None."""
+    """One watch window over a just-switched slot; `check()` returns the reason to roll back, or None.
 
-    def __init__(self, slot: SlotProcess, router: NginxRouter, rules: dict, canary: dict, baseline: dict) -> None:
+    Charged to the slot: its process dying, probes through the router failing, 5xx it produced itself and
+    its own time on single predictions (over the window so far, against the old slot's just before). Not
+    charged: anything nginx answered alone (counted as `router_answers`). The model-level canary
+    (deployments/canary.py) judges the version's answers as evidence from distinct inputs and clients.
+    """
+
+    def __init__(
+        self, slot: SlotProcess, router: NginxRouter, rules: dict, canary: Canary, old: Window | None = None
+    ) -> None:
         self.slot, self.router, self.rules, self.canary = slot, router, rules, canary
         self.log = RouterLog(router.access_log)
-        self.expected_share, self.old = baseline.get("expected_share"), baseline.get("old")
-        self.classes_at_switch = baseline.get("classes") or {0: 0.0, 1: 0.0}
+        self.limit_ms, self.limit_words = latency_limit(old, rules)
+        self.took: list[float] = []
         self.failed_probes = 0
         self.seen: list[dict[str, float]] = []
 
@@ -90,20 +95,19 @@ class Watch:
             return f"slot {self.slot.name} process exited"
         self.failed_probes = 0 if self.probe() else self.failed_probes + 1
         w = self.log.read(self.slot.port)
-        self.seen.append({"requests": w.requests, "error_rate": w.error_rate, "p99_ms": w.p99_ms})
+        self.took.extend(w.took)
+        p99 = float(np.percentile(self.took, 99)) if self.took else 0.0
+        self.seen.append(
+            {"requests": w.requests, "error_rate": w.error_rate, "p99_ms": p99, "router_answers": w.router_answers}
+        )
         if self.failed_probes >= self.rules["probe_failures"]:
             return f"{self.failed_probes} probes through the router failed"
         if self.failed_probes:
-            return None  # not answering right now: its /metrics would only cost another timeout
-        if w.requests >= self.rules["min_requests"]:
-            if w.error_rate > self.rules["max_error_rate"]:
-                return f"clients got 5xx on {w.error_rate:.1%} of {w.requests:.0f} predictions"
-            if w.p99_ms > self.rules["max_p99_ms"]:
-                return f"client p99 {w.p99_ms:.0f} ms over {w.requests:.0f} predictions"
-        try:
-            now = read_classes(self.slot.url, self.slot.version, self.rules["probe_timeout_seconds"])
-            answers, share = potable_share(self.classes_at_switch, now)
-        except httpx.HTTPError:
-            return None  # the probes above judge an unresponsive slot
-        self.seen[-1] |= {"answers": answers, "potable_share": round(share, 4)}
-        return canary_breach(answers, share, self.expected_share, self.old, self.canary)
+            return None  # not answering right now: the rest would only cost another timeout
+        if w.requests >= self.rules["min_requests"] and w.error_rate > self.rules["max_error_rate"]:
+            return f"slot {self.slot.name} answered 5xx to {w.error_rate:.1%} of {w.requests} predictions"
+        if len(self.took) >= self.rules["min_latency_requests"] and p99 > self.limit_ms:
+            return f"slot p99 {p99:.0f} ms on {len(self.took)} predictions, over {self.limit_words}"
+        reason, figures = self.canary.check()
+        self.seen[-1] |= {k: round(v, 4) for k, v in figures.items()}
+        return reason

@@ -1,8 +1,7 @@
-"""Release health: what clients see through the router, and what the new slot itself reports.
+"""Release health as the router saw it: which answers each slot produced, and which nginx made alone.
 
-The watch window judges the router's access log (status codes and response times of the prediction
-requests answered by the new slot), the slot's own /metrics, and the model-level canary (the share of
-"potable" answers); see deployments/rollout.py.
+The watch window (deployments/checks.py) charges a slot only with answers it produced itself; the
+model-level canary is deployments/canary.py.
 """
 
 from __future__ import annotations
@@ -10,56 +9,94 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import httpx
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
 PREDICTION_ENDPOINTS = ("/predict", "/predict_batch")
 
 
 @dataclass(frozen=True)
 class Window:
-    """Prediction requests clients sent in an interval, the share answered 5xx, and their p99 (ms)."""
+    """What the slot itself answered to prediction requests in an interval, and what the router answered alone.
 
-    requests: float
+    `requests`: prediction answers the slot produced (an upstream address and status in the log line);
+    `error_rate`: the 5xx share of those; `p99_ms`: the slot's own time on single predictions (nginx's
+    upstream response time: a slow client or a big batch a client chose to send is not the slot's latency);
+    `router_answers`: answers nginx made without the slot (malformed requests, body limits, rate limits),
+    counted apart: they say what clients sent, not how the version behaves.
+    """
+
+    requests: int
     error_rate: float
     p99_ms: float
+    router_answers: int = 0
+    took: tuple[float, ...] = ()  # the slot's time (ms) on each single prediction
+
+    @property
+    def timed(self) -> int:
+        return len(self.took)
 
 
-PREDICTIONS_COUNTER = "potable_predictions"
+def _answered_by(entry: dict[str, Any]) -> str | None:
+    """The upstream address that produced this answer, or None when nginx answered alone."""
+    upstream, status = str(entry.get("upstream", "")), str(entry.get("upstream_status", ""))
+    if upstream in ("", "-") or status in ("", "-"):
+        return None
+    return upstream.split(",")[-1].split(" : ")[-1].strip()  # the last upstream tried is the one that answered
 
 
-def predicted_classes(metrics_text: str, version: str) -> dict[int, float]:
-    """Cumulative predictions by class of one model version, from the slot's `potable_predictions_total`."""
-    counts = {0: 0.0, 1: 0.0}
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name not in (PREDICTIONS_COUNTER, f"{PREDICTIONS_COUNTER}_total"):
+def _upstream_ms(entry: dict[str, Any]) -> float | None:
+    took = str(entry.get("upstream_time", "")).split(",")[-1].split(" : ")[-1].strip()
+    try:
+        return float(took) * 1000
+    except ValueError:
+        return None
+
+
+def window(entries: list[dict[str, Any]], upstream_port: int) -> Window:
+    """The window of one slot over parsed access-log lines (see Window)."""
+    answered, errors, router, took = 0, 0, 0, []
+    for entry in entries:
+        path = str(entry.get("uri", "")).split("?", 1)[0].rstrip("/")  # the request's own URI, as the client sent it
+        if path not in PREDICTION_ENDPOINTS:
             continue
-        for sample in family.samples:
-            if sample.name.endswith("_total") and sample.labels.get("model_version") == version:
-                counts[int(sample.labels["predicted_class"])] += sample.value
-    return counts
+        by = _answered_by(entry)
+        if by is None:
+            router += 1
+            continue
+        if not by.endswith(f":{upstream_port}"):
+            continue  # an in-flight request finishing on the other slot
+        answered += 1
+        errors += int(str(entry.get("upstream_status", "")).split(",")[-1].strip().startswith("5"))
+        ms = _upstream_ms(entry)
+        if ms is not None and path == "/predict":
+            took.append(ms)
+    p99 = float(np.percentile(took, 99)) if took else 0.0
+    return Window(answered, errors / answered if answered else 0.0, p99, router, tuple(took))
 
 
-def read_classes(base_url: str, version: str, timeout: float = 2.0) -> dict[int, float]:
-    return predicted_classes(httpx.get(f"{base_url}/metrics", timeout=timeout).text, version)
-
-
-def potable_share(before: dict[int, float], after: dict[int, float]) -> tuple[float, float]:
-    """(answers, share called potable) between two counter readings."""
-    zero, one = after[0] - before[0], after[1] - before[1]
-    total = zero + one
-    return total, (one / total if total > 0 else 0.0)
+def _parsed(chunk: bytes) -> list[dict[str, Any]]:
+    entries = []
+    for line in chunk.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
 
 
 class RouterLog:
-    """What clients saw: the router's JSON access log (status, upstream, request time), read incrementally.
+    """What clients saw: the router's JSON access log (status, upstream, its status and time), read incrementally.
 
-    nginx writes one JSON object per request (infra/nginx/router.conf.template). A window counts the
-    prediction requests answered through `upstream_port` (or that reached no upstream at all): a dead
-    slot shows here as 502s before its own /metrics could say anything.
+    nginx writes one JSON object per request (infra/nginx/router.conf.template). A dead slot shows here as
+    502s with its address as the upstream before its own /metrics could say anything; a request nginx
+    refused itself has no upstream and is never charged to a slot.
     """
+
+    TAIL_BYTES = 8 * 1024 * 1024
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -75,19 +112,16 @@ class RouterLog:
             chunk = fh.read()
         complete = chunk.rfind(b"\n") + 1
         self.offset += complete
-        took, errors = [], 0
-        for line in chunk[:complete].splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("uri", "").rstrip("/") not in PREDICTION_ENDPOINTS:
-                continue
-            upstream = str(entry.get("upstream", ""))
-            if upstream not in ("", "-") and not upstream.endswith(f":{upstream_port}"):
-                continue  # an in-flight request finishing on the old slot
-            took.append(float(entry.get("request_time") or 0) * 1000)
-            errors += int(str(entry.get("status", "0")).startswith("5"))
-        if not took:
+        return window(_parsed(chunk[:complete]), upstream_port)
+
+    def recent(self, upstream_port: int, seconds: float, now: float) -> Window:
+        """The slot's window over the last `seconds` before `now` (epoch): the old slot's figures on the
+        traffic of the moment, to judge the new one against (same machine, same clients, same load)."""
+        if not self.path.exists():
             return Window(0, 0.0, 0.0)
-        return Window(len(took), errors / len(took), float(np.percentile(took, 99)))
+        with open(self.path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - self.TAIL_BYTES))
+            chunk = fh.read()
+        entries = [e for e in _parsed(chunk) if now - seconds <= float(e.get("time") or 0) <= now]
+        return window(entries, upstream_port)

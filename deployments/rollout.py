@@ -1,11 +1,13 @@
 """Blue-green rollout on one machine: idle slot → ready → smoke → latency → switch → watch → keep or roll back.
 
 The old slot keeps serving until the watch window has passed, so a rollback is one graceful nginx reload.
-The window judges what clients see (the router's access log, probes through the router), whether the new
-slot's processes still live, and the model-level canary (its share of "potable" answers against its own
-hold-out and against the old slot's share just before). Whatever goes wrong inside the window, the live
-path goes back to the old slot: the flow never dies with the router pointing at a dead slot.
-State (which slot is live, with which version, Bento and image digest) lives in POTABLE_HOME/release/.
+The window judges the new slot only on what it did itself: its process, probes through the router, the
+answers it produced (never those nginx made alone for a malformed or over-limit request), its own time
+against the old slot's on the same traffic, and the model-level canary (deployments/canary.py: distinct
+inputs from enough clients, compared with the replaced version on the same inputs). Whatever goes wrong
+inside the window, the live path goes back to the old slot: the flow never dies with the router pointing
+at a dead slot. State (which slot is live, with which version, Bento and image digest) lives in
+POTABLE_HOME/release/.
 """
 
 from __future__ import annotations
@@ -19,18 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
 from core.files import save_json_atomically
-from deployments.checks import RolloutFailed, Watch, canary_breach, latency_check, records, smoke_test
-from deployments.health import potable_share, read_classes
+from core.settings import FEATURES
+from deployments.canary import Canary, PreviousModel
+from deployments.checks import RolloutFailed, Watch, latency_check, records, smoke_test
+from deployments.health import RouterLog, Window
 from deployments.router import NginxRouter
 from deployments.slots import SlotError, SlotProcess, start_slot, stop_slot, sweep_port, wait_ready
 
-__all__ = ["BlueGreen", "Outcome", "RolloutFailed", "canary_breach"]
+__all__ = ["BlueGreen", "Outcome", "RolloutFailed"]
 SLOTS = ("blue", "green")
 DRAIN_SECONDS = 2.0  # after a switch back, before the rolled-back slot is stopped (nginx's old workers finish)
 Record = Callable[[str, dict[str, Any]], None]
@@ -52,10 +55,27 @@ def interval_words(seen: dict[str, float]) -> str:
     """One watch interval's figures in words (the run log's line for it)."""
     if not seen:
         return "no figures"
-    words = f"{seen.get('requests', 0):.0f} predictions through the router, 5xx {seen.get('error_rate', 0):.1%}"
+    words = f"{seen.get('requests', 0):.0f} predictions answered by the slot, 5xx {seen.get('error_rate', 0):.1%}"
     words += f", p99 {seen.get('p99_ms', 0):.0f} ms"
-    if "answers" in seen:
-        words += f", potable share {seen['potable_share']:.1%} of {seen['answers']:.0f} answers"
+    if seen.get("router_answers"):
+        words += f", {seen['router_answers']:.0f} answered by the router alone (not the slot's)"
+    if "inputs" in seen:
+        words += f"; canary: {seen['inputs']:.0f} distinct inputs from {seen['clients']:.0f} clients"
+        if "potable_share" in seen:
+            words += f", potable share {seen['potable_share']:.1%}"
+        if "disagreement" in seen:
+            words += f", disagrees with the previous version on {seen['disagreement']:.1%}"
+    return words
+
+
+def baseline_words(baseline: dict[str, Any], old: SlotProcess | None) -> str:
+    """What the watch will judge against, in words (the run log's line before the first interval)."""
+    words = "canary baseline: potable share on the hold-out "
+    words += f"{baseline['expected_share']:.1%}" if baseline["expected_share"] is not None else "unknown"
+    if baseline["expected_disagreement"] is not None and old is not None:
+        words += f", disagreement with v{old.version} on the judging rows {baseline['expected_disagreement']:.1%}"
+    if baseline["old_timed"]:
+        words += f"; old slot p99 {baseline['old_p99_ms']:.0f} ms on its last {baseline['old_timed']} predictions"
     return words
 
 
@@ -88,8 +108,8 @@ class BlueGreen:
         self.home, self.config, self.record, self.slot_env = home, config, record, slot_env
         # The release narrates itself: each step with its figure, in the run's log (flows pass Prefect's logger).
         self.say = say or logging.getLogger(__name__).info
-        router = config["router"]
-        self.router = NginxRouter(home, router["listen"], router["rate_limit_per_second"], router["burst"])
+        token_set = bool(slot_env.get("POTABLE_API_TOKEN"))
+        self.router = NginxRouter(home, config["router"], config["slots"], token_set=token_set)
         self.state = RolloutState(home)
         # One release (or supervisor repair) at a time on this target, whoever starts it.
         (home / "run").mkdir(parents=True, exist_ok=True)
@@ -100,6 +120,11 @@ class BlueGreen:
         for name, slot in state["slots"].items():
             slot["running"] = self._slot(state, name).alive()
         return state | {"router": self.router.url, "router_running": self.router.pid() is not None}
+
+    def live_version(self) -> str | None:
+        """The version the live slot serves, if any."""
+        state = self.state.load()
+        return (state["slots"].get(state["live"] or "") or {}).get("version")
 
     def _slot(self, state: dict[str, Any], name: str | None) -> SlotProcess | None:
         data = state["slots"].get(name or "")
@@ -145,9 +170,9 @@ class BlueGreen:
         state = self.state.load()
         previous = state["live"]
         if self.router.pid() is None:
-            self.router.start(slot.name, slot.port)
+            self.router.start(slot.name)
         else:
-            self.router.switch(slot.name, slot.port)
+            self.router.switch(slot.name)
         state["slots"][slot.name] = slot.to_dict() | {"digest": digest}
         state["live"], state["previous"] = slot.name, previous
         self.state.save(state)
@@ -155,16 +180,12 @@ class BlueGreen:
         self.say(f"router: switched to slot {slot.name} (v{slot.version}); was {previous or 'nothing'}")
         return previous
 
-    def _classes(self, slot: SlotProcess | None) -> dict[int, float] | None:
-        try:
-            return read_classes(slot.url, slot.version) if slot is not None else None
-        except httpx.HTTPError:
-            return None
-
-    def watch(self, slot: SlotProcess, previous: str | None, baseline: dict) -> tuple[dict | None, float | None, list]:
+    def watch(
+        self, slot: SlotProcess, previous: str | None, canary: Canary, old: Window | None
+    ) -> tuple[dict | None, float | None, list]:
         """Judge the new slot each interval; on a breach (or any error while judging) switch back at once."""
         rules = self.config["watch"]
-        watch = Watch(slot, self.router, rules, self.config["canary"], baseline)
+        watch = Watch(slot, self.router, rules, canary, old)
         deadline = time.monotonic() + rules["window_seconds"]
         self.say(
             f"watch: judging slot {slot.name} for {rules['window_seconds']:g} s, every {rules['interval_seconds']:g} s"
@@ -194,7 +215,7 @@ class BlueGreen:
         if old is None or not old.alive():
             raise RolloutFailed(f"cannot roll back: slot {previous} is not running")
         failed = state["live"]
-        self.router.switch(old.name, old.port)
+        self.router.switch(old.name)
         state["live"], state["previous"] = old.name, None
         self.state.save(state)
         self.record(
@@ -233,32 +254,46 @@ class BlueGreen:
         expected: np.ndarray,
         digest: str | None = None,
         expected_share: float | None = None,
+        previous_model: PreviousModel | None = None,
+        expected_disagreement: float | None = None,
         on_switched: Callable[[SlotProcess], None] | None = None,
     ) -> Outcome:
+        """`previous_model` answers as the version being replaced does (0/1 per row); with it, the canary
+        compares both versions on the same live inputs against `expected_disagreement` (on judging rows)."""
         with self.holding():
             self.router.trim_access_log()
             state = self.state.load()
             old = self._slot(state, state["live"])
-            old_before = self._classes(old)  # the previous version's answers while the new slot prepares
             slot = self.prepare(version, bento_tag, golden, expected)
             ready_at = time.monotonic()
+            old_window = self._recent(old)
+            canary = Canary(
+                self.home / "predictions",
+                version,
+                self.config["canary"],
+                list(FEATURES),
+                expected_share,
+                previous_model if old is not None else None,
+                expected_disagreement,
+            )
             try:
                 previous = self.switch(slot, digest)
             except Exception:
                 stop_slot(slot)  # the router refused: the live path is unchanged, the new slot goes
                 raise
             switched_s = time.monotonic() - ready_at
-            old_after = self._classes(old)
-            baseline = {"expected_share": expected_share, "classes": self._classes(slot)}
-            if old_before is not None and old_after is not None:
-                baseline["old"] = potable_share(old_before, old_after)
-            self.record(
-                "canary_baseline", {"slot": slot.name, "expected_share": expected_share, "old": baseline.get("old")}
-            )
-            self.say(f"canary baseline: potable share on the hold-out {expected_share}, old slot {baseline.get('old')}")
+            baseline = {
+                "slot": slot.name,
+                "expected_share": expected_share,
+                "expected_disagreement": canary.expected_disagreement,
+                "old_p99_ms": round(old_window.p99_ms, 2) if old_window else None,
+                "old_timed": old_window.timed if old_window else 0,
+            }
+            self.record("canary_baseline", baseline)
+            self.say(baseline_words(baseline, old))
             if on_switched is not None:
                 on_switched(slot)
-            breach, rollback_s, seen = self.watch(slot, previous, baseline)
+            breach, rollback_s, seen = self.watch(slot, previous, canary, old_window)
             if breach is not None:
                 self.say(f"rolled back to slot {previous} in {rollback_s:.2f} s: {breach['reason']}")
                 time.sleep(DRAIN_SECONDS)  # requests already on their way to the failed slot get their answer
@@ -268,6 +303,12 @@ class BlueGreen:
             self.retire(previous)
             self.say(f"released: v{version} live on slot {slot.name}; slot {previous or '-'} retired")
             return Outcome("released", version, slot.name, previous, switched_s, watched=seen)
+
+    def _recent(self, old: SlotProcess | None) -> Window | None:
+        """The old slot's own figures on the traffic of the last seconds: what the new one is judged against."""
+        if old is None:
+            return None
+        return RouterLog(self.router.access_log).recent(old.port, self.config["watch"]["baseline_seconds"], time.time())
 
     def repair(self) -> dict[str, Any] | None:
         """Outside a release: restart a live slot that died, and the router if it is down (`potable up`)."""
@@ -297,7 +338,7 @@ class BlueGreen:
                 done = {"restarted": True, "recovery_s": round(time.monotonic() - began, 2)}
                 self.record("slot_restarted", self._serving(fresh, digest) | done)
             if self.router.pid() is None:
-                self.router.start(live.name, live.port)
+                self.router.start(live.name)
                 done["router_restarted"] = True
                 self.record("router_restarted", {"slot": live.name})
             return (done | {"slot": live.name, "version": live.version}) if done else None

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -17,14 +15,13 @@ from prefect.states import Failed
 from core import configs
 from core.alerts import FLOW_ALERT_HOOKS
 from core.environment import child_env
-from core.lineage import LineageMissing, training_batch
 from core.settings import MODEL_NAME, Settings, get_settings
 from core.versions import CHAMPION, ModelRegistry, UnknownVersion, VersionRecord
 from deployments.rollout import BlueGreen, Outcome, RolloutFailed, interval_words
 from governance.audit import audit_log
-from tasks.dataset import split_rows
 from tasks.outcomes import refused
 from tasks.packaging import PackagingRefused, local_bento
+from tasks.release_evidence import judging_evidence
 from tasks.retries import io_retries
 
 RELEASE_LIMIT = "potable-release"  # Prefect global concurrency limit: one release at a time, queued
@@ -64,16 +61,6 @@ def releasable_version(version: str | None, override_reason: str | None, setting
     details = {"reason": override_reason or "approved champion", "champion": record.is_champion}
     audit_log(settings).append(actor, action, {"model_version": record.version}, details)
     return record
-
-
-@task(cache_policy=NO_CACHE, **io_retries(LineageMissing, UnknownVersion))
-def golden_set(record: VersionRecord, rows: int, settings: Settings) -> tuple[pd.DataFrame, np.ndarray, float]:
-    """The version's own evaluation rows (as logged with its run: rows it never trained on), the registered
-    model's answers on them, and its share called potable on all of them."""
-    registry = ModelRegistry(settings)
-    hold_out = split_rows(training_batch(record.run_id).frame).X_test
-    proba = registry.load_model(record.version).predict_proba(hold_out)[:, 1]
-    return hold_out.head(rows), proba[:rows], float(np.mean(proba >= record.decision_threshold))
 
 
 @task(cache_policy=NO_CACHE, **io_retries(ReleaseRefused, PackagingRefused))
@@ -177,10 +164,19 @@ def roll_out(record: VersionRecord, config: dict[str, Any], settings: Settings, 
         record = ModelRegistry(settings).get(record.version)
     if on_aws:
         return report(release_on_aws(record, config, settings), settings, actor)
-    golden, expected, share = golden_set(record, config["smoke"]["golden_rows"], settings)
-    bento_tag = bento_here(record, settings, actor)
     target = local_target(settings, config, record.version, actor)
-    outcome = target.release(record.version, bento_tag, golden, expected, record.image_digest, expected_share=share)
+    judging = judging_evidence(record, config["smoke"]["golden_rows"], target.live_version(), settings)
+    bento_tag = bento_here(record, settings, actor)
+    outcome = target.release(
+        record.version,
+        bento_tag,
+        judging.golden,
+        judging.expected,
+        record.image_digest,
+        expected_share=judging.expected_share,
+        previous_model=judging.replaced,
+        expected_disagreement=judging.replaced.disagreement if judging.replaced else None,
+    )
     return report(outcome, settings, actor)
 
 

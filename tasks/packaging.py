@@ -75,32 +75,21 @@ def installed_closure(roots: list[str]) -> list[str]:
 
 
 def bentoml_home(settings: Settings) -> str:
-    """Point BentoML at the settings' store (<home>/bentoml unless BENTOML_HOME says), whatever it was before.
+    """Point BentoML at the settings' store (<home>/bentoml unless BENTOML_HOME says) before it is imported.
 
-    BentoML reads BENTOML_HOME once, at import, into singleton providers. A process that already imported
-    it for another home (a test session, a long-lived worker) would otherwise write Bentos where no slot
-    looks, so the providers are pointed at this store explicitly.
+    BentoML reads BENTOML_HOME once, at import. A process whose BentoML already serves another store would
+    write Bentos where no slot looks; re-pointing it would mean replacing BentoML's private singletons, so
+    such a process is refused with what to do instead (every command and flow run is a process of its own).
     """
     home = str(settings.bentoml_store)
+    if "bentoml" in sys.modules and os.environ.get("BENTOML_HOME") != home:
+        raise PackagingRefused(
+            f"this process's BentoML store is {os.environ.get('BENTOML_HOME') or '~/bentoml'}, not {home}; "
+            "package in a new process (potable package --version N)"
+        )
     os.environ["BENTOML_HOME"] = home
-    from bentoml._internal.bento import BentoStore
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models import ModelStore
-
-    container = BentoMLContainer
-    if container.bentoml_home.get() != home:
-        container.bentoml_home.set(home)
-        for provider, folder in (
-            (container.bento_store_dir, "bentos"),
-            (container.model_store_dir, "models"),
-            (container.tmp_bento_store_dir, "tmp"),
-            (container.env_store_dir, "envs"),
-        ):
-            os.makedirs(os.path.join(home, folder), exist_ok=True)  # BentoML makes these at import only
-            provider.set(os.path.join(home, folder))
-        container.bento_store.set(BentoStore(os.path.join(home, "bentos")))
-        container.tmp_bento_store.set(BentoStore(os.path.join(home, "tmp")))
-        container.model_store.set(ModelStore(os.path.join(home, "models")))
+    for folder in ("bentos", "models", "tmp", "envs"):
+        os.makedirs(os.path.join(home, folder), exist_ok=True)
     return home
 
 
@@ -135,8 +124,6 @@ def docker_options(settings: Settings) -> dict[str, str]:
 
 def build_bento(bentoml, labels: dict[str, str], served: dict[str, str], settings: Settings):
     """Build the Bento from bentos/ with the model tags it serves written into it."""
-    from bentoml._internal.bento.build_config import BentoEnvSchema  # the type bentos.build expects
-
     spec = yaml.safe_load((BENTO_DIR / "bentofile.yaml").read_text(encoding="utf-8"))
     os.environ.update(served)  # bentos.build imports the service, which must resolve these models
     # ...afresh: a service module imported by an earlier build in this process names the earlier models.
@@ -156,7 +143,6 @@ def build_bento(bentoml, labels: dict[str, str], served: dict[str, str], setting
                 ),
                 "lock_packages": False,  # installed_closure is the lock
             },
-            envs=[BentoEnvSchema(name=k, value=v, stage="runtime") for k, v in served.items()],
             models=[v for v in served.values() if v],
             docker=docker_options(settings),
             build_ctx=ctx,

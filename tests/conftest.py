@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +16,22 @@ from tests.postgres import postgres_databases
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One BentoML store per test process, set before any test module is imported: BentoML reads
+    BENTOML_HOME once, when it is first imported, and packaging refuses to switch it afterwards
+    (tasks/packaging.py), so every home a test process uses shares the process's store, as every real
+    process has one. Processes the tests start get their home's own store (core/environment.py)."""
+    if not os.environ.get("BENTOML_HOME"):
+        config.potable_bentoml_home = tempfile.mkdtemp(prefix="potable-bentoml-")
+        os.environ["BENTOML_HOME"] = config.potable_bentoml_home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    store = getattr(config, "potable_bentoml_home", None)
+    if store:
+        shutil.rmtree(store, ignore_errors=True)
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ from prefect.states import Failed
 
 from core.lineage import LineageMissing
 from flows.monitoring import training_reference
-from flows.release import ReleaseRefused, golden_set, publish_image
+from flows.release import ReleaseRefused, publish_image
 from tasks.data import BatchError, BatchUnreachable, load_batch
 from tasks.registry import register_model_task
+from tasks.release_evidence import judging_evidence
 from tasks.retries import retry_unless
 
 
@@ -31,7 +32,7 @@ def test_only_faults_of_a_store_are_retried(error: Exception, retried: bool) -> 
     ("task", "refusal"),
     [
         (load_batch, BatchError),
-        (golden_set, LineageMissing),
+        (judging_evidence, LineageMissing),
         (publish_image, ReleaseRefused),
         (training_reference, None),
     ],

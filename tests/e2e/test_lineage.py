@@ -19,9 +19,9 @@ from core.lineage import CONTEXT, training_batch
 from core.settings import BUNDLED_DATA, CONFIG_DIR, FEATURES
 from core.versions import ModelRegistry
 from flows.monitoring import training_reference
-from flows.release import golden_set
 from flows.training import train
 from tasks.data import file_sha256
+from tasks.release_evidence import judging_evidence
 
 pytestmark = pytest.mark.e2e
 PH_SHIFT = 0.75
@@ -83,7 +83,9 @@ def test_every_consumer_reads_the_versions_own_batch(
     assert reference["ph"].mean() == pytest.approx(frame["ph"].mean())
 
     # Release golden rows: the version's own evaluation rows, each row from the batch.
-    golden, expected, hold_out_share = golden_set.fn(record, 25, settings)
+    judging = judging_evidence.fn(record, 25, None, settings)
+    golden, expected, hold_out_share = judging.golden, judging.expected, judging.expected_share
+    assert judging.replaced is None  # nothing live to compare with
     assert len(golden) == 25 and len(expected) == 25 and 0.0 < hold_out_share < 1.0
     batch_rows = {tuple(np.round(r, 6)) for r in frame[list(FEATURES)].fillna(-1).to_numpy()}
     assert all(tuple(np.round(r, 6)) in batch_rows for r in golden[list(FEATURES)].fillna(-1).to_numpy())

@@ -36,7 +36,6 @@ TOKEN = "test-token-not-a-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RATE, BUDGET = 200, 200  # per-client requests per second (per worker), logged rows per minute
 LOW_RATE = 5  # the rate-limit test's own server: a rate any client goes past
-HEADER_TIMEOUT = 3  # seconds a connection may take to send its request headers
 REQUEST_TIMEOUT = 5  # seconds from a request's headers to the start of its answer
 
 
@@ -82,7 +81,6 @@ def _side_server_env(home: Path, rate: float) -> dict[str, str]:
 def _slot_env(rate: float) -> dict[str, str]:
     env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"], "POTABLE_API_TOKEN": TOKEN}
     env |= {"POTABLE_RATE_LIMIT_PER_SECOND": str(rate), "POTABLE_PREDICTION_LOG_CLIENT_ROWS_PER_MINUTE": str(BUDGET)}
-    env |= {"POTABLE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}
     return env | {"POTABLE_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT)}
 
 
@@ -197,18 +195,33 @@ def test_bad_input_is_a_field_level_400(served, change, field) -> None:
 def test_hostile_bodies_get_the_one_error_shape_and_nothing_echoed(served) -> None:
     base, _ = served
     post = {"headers": AUTH | {"Content-Type": "application/json"}, "timeout": 30}
+    good = {f: 1.0 for f in FEATURES if f != "ph"}
+    pairs = json.dumps(good).encode()[1:-1]
     answers = {
         "malformed": httpx.post(f"{base}/predict", content=b'{"ph": 7,', **post),
         "long key": httpx.post(f"{base}/predict", content=b'{"' + b"k" * 10_000 + b'": 1}', **post),
         "unknown path": httpx.get(f"{base}/no/such/path", timeout=10),
         "huge batch": httpx.post(f"{base}/predict_batch", content=b" " * (8 * 1024 * 1024), **post),
+        # A cross-origin page can POST text/plain without a preflight: the service itself refuses it too
+        # (`potable serve` runs without the router).
+        "text/plain": httpx.post(
+            f"{base}/predict", content=json.dumps(good).encode(), headers=AUTH | {"Content-Type": "text/plain"}
+        ),
+        "no content type": httpx.post(f"{base}/predict", content=json.dumps(good).encode(), headers=AUTH),
+        "key twice": httpx.post(f"{base}/predict", content=b'{"ph": 1.0, ' + pairs + b', "ph": 9.0}', **post),
+        "NaN literal": httpx.post(f"{base}/predict", content=b'{"ph": NaN, ' + pairs + b"}", **post),
     }
     assert {k: r.status_code for k, r in answers.items()} == {
         "malformed": 400,
         "long key": 400,
         "unknown path": 404,
         "huge batch": 413,  # over the 4 MB limit: refused while reading, not parsed
+        "text/plain": 415,
+        "no content type": 415,
+        "key twice": 400,
+        "NaN literal": 400,
     }
+    assert "given twice" in answers["key twice"].text and "NaN" in answers["NaN literal"].text
     for name, answer in answers.items():
         body = answer.json()
         assert set(body) == {"error", "detail"} and len(answer.content) < 1_000, name
@@ -349,60 +362,6 @@ def test_a_client_over_its_rate_gets_429_and_others_are_served(served, tmp_path)
     figure(f"\nrate limit: {len(limited)} of {len(answers)} requests from one client answered 429")
 
 
-def test_slow_and_idle_clients_are_cut_off_and_do_not_starve_others(served) -> None:
-    """300 connections that send nothing and 50 that trickle a header byte every half second: each is closed
-    once its headers are HEADER_TIMEOUT late, and a normal client is answered throughout."""
-    import socket
-
-    base, _ = served
-    port = int(base.rsplit(":", 1)[1])
-    sample = dict.fromkeys(FEATURES, 1.0)
-
-    def latencies(n: int) -> list[float]:
-        taken = []
-        with httpx.Client(headers=AUTH | {"X-Forwarded-For": "198.51.100.20"}, timeout=10) as client:
-            for _ in range(n):
-                began = time.perf_counter()
-                assert client.post(f"{base}/predict", json=sample).status_code == 200
-                taken.append((time.perf_counter() - began) * 1000)
-        return sorted(taken)
-
-    calm = latencies(100)
-    idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(300)]
-    slow = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(50)]
-    opened = time.monotonic()
-    header = b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 64
-    under_attack = []
-    for i in range(len(header)):
-        for conn in slow:
-            try:
-                conn.send(header[i : i + 1])
-            except OSError:
-                pass
-        under_attack += latencies(5)
-        if time.monotonic() - opened > HEADER_TIMEOUT + 3:
-            break
-        time.sleep(0.5)
-    closed = 0
-    for conn in idle + slow:
-        conn.settimeout(max(0.1, HEADER_TIMEOUT + 5 - (time.monotonic() - opened)))
-        try:
-            closed += conn.recv(1024) == b""  # the server closed it
-        except ConnectionResetError:
-            closed += 1  # closed with unread bytes: a reset, also the server's doing
-        except TimeoutError:
-            pass  # still open: counted as not closed
-        conn.close()
-    under_attack.sort()
-    assert closed == len(idle) + len(slow)
-    p50, p99 = (lambda xs: (xs[len(xs) // 2], xs[int(len(xs) * 0.99) - 1]))(calm)
-    a50, a99 = (lambda xs: (xs[len(xs) // 2], xs[int(len(xs) * 0.99) - 1]))(under_attack)
-    figure(
-        f"\n/predict p50/p99: {p50:.1f}/{p99:.1f} ms alone, {a50:.1f}/{a99:.1f} ms beside 300 idle and 50 "
-        f"slow-header connections ({len(under_attack)} requests, all 200); all {closed} closed by the header timeout"
-    )
-
-
 def test_a_body_that_stops_coming_gets_504_and_is_counted(served) -> None:
     """A client that sends headers and part of its body, then nothing: answered 504 in the error shape once
     REQUEST_TIMEOUT has passed (not held for ever), counted in /metrics under its path and status, and a
@@ -430,9 +389,9 @@ def test_a_body_that_stops_coming_gets_504_and_is_counted(served) -> None:
     assert status_line.split()[1] == b"504" and body["error"] == "request timed out", answer[:300]
     assert REQUEST_TIMEOUT - 0.5 <= waited <= REQUEST_TIMEOUT + 5
     metrics = httpx.get(f"{base}/metrics", timeout=10).text
-    counted = [line for line in metrics.splitlines() if line.startswith("bentoml_service_request_total{")]
-    assert any('endpoint="/predict"' in line and 'http_response_code="504"' in line for line in counted), counted
-    assert any('endpoint="/predict"' in line and 'http_response_code="200"' in line for line in counted), counted
+    counted = [line for line in metrics.splitlines() if line.startswith("potable_http_requests_total{")]
+    assert any('endpoint="/predict"' in line and 'status="504"' in line for line in counted), counted
+    assert any('endpoint="/predict"' in line and 'status="200"' in line for line in counted), counted
 
 
 @pytest.fixture(scope="module")
