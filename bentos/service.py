@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 # A sibling module in the Bento (and in bentos/ when served from the source tree), not a package import.
 from prediction_log import PredictionLog, env_number, shipper_from_env
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -49,7 +50,7 @@ MAX_BATCH = 10_000
 # Request body limits, enforced before a body is read whole (413 beyond): one sample is ~250 bytes of JSON.
 BODY_LIMITS = {"/predict": 16 * 1024, "/predict_batch": 4 * 1024 * 1024}
 DEFAULT_BODY_LIMIT = 64 * 1024
-RATE_LIMIT_DEFAULT = 5000  # per client per worker per second: the router's default per-address limit
+RATE_LIMIT_DEFAULT = 5000  # per client per worker per second, for `potable serve`; the router's is tighter
 ECHO_LIMIT = 64  # characters of a client's own input (e.g. an unknown key) ever repeated in an error
 REQUEST_TIMEOUT = env_number("POTABLE_REQUEST_TIMEOUT_SECONDS", 30)
 
@@ -481,23 +482,16 @@ class Prediction(BaseModel):
 
 
 ANSWERS = {200: {"model": Prediction, "description": "One prediction per sample"}} | ERRORS
+# The prediction routes (PredictRoute below: one implementation each), as the schema documents them.
+PREDICTION_ROUTES = {
+    "/predict": (Sample, "One sample (the seed API's flat JSON) → the seed's response shape plus the model version."),
+    "/predict_batch": (Batch, "Up to 10,000 samples in one call."),
+}
 
 
 def _json(content: dict[str, Any]) -> Response:
     """The answer serialised once, directly: FastAPI's encoder for a returned dict walks it twice."""
     return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
-
-
-@api.post("/predict", responses=ANSWERS, response_model=None)
-async def predict(sample: Sample, request: Request) -> Response:
-    """One sample (the seed API's flat JSON) → the seed's response shape plus the model version."""
-    return _json(await _answer([sample.model_dump()], client_of(request.scope)))
-
-
-@api.post("/predict_batch", responses=ANSWERS, response_model=None)
-async def predict_batch(batch: Batch, request: Request) -> Response:
-    """Up to 10,000 samples in one call."""
-    return _json(await _answer([s.model_dump() for s in batch.samples], client_of(request.scope)))
 
 
 PUBLIC_METADATA = ("model_version", "runtime", "threshold")
@@ -609,13 +603,13 @@ def is_json(scope) -> bool:
 
 
 class PredictRoute:
-    """The prediction endpoints as plain ASGI: the same models, validation, scoring, log and answers as the
-    FastAPI routes above (which stay for the schema), without FastAPI's and Starlette's per-request layers,
-    which were about half of a prediction's CPU here (profiled with py-spy under wrk). Innermost of our
-    middleware, so CORS, the rate limit, the body limit and the token check still run first, and BentoML's
-    metrics and tracing around all of it."""
+    """The prediction endpoints, their one implementation, as plain ASGI: FastAPI's and Starlette's
+    per-request layers were about half of a prediction's CPU here (profiled with py-spy under wrk), so the
+    routes are documented in the schema from their models (`_openapi`) rather than served by FastAPI.
+    Innermost of our middleware, so the metrics, CORS, the rate limit, the timeout, the body limit and the
+    token check run first, and BentoML's tracing around all of it."""
 
-    MODELS: dict[str, type[BaseModel]] = {"/predict": Sample, "/predict_batch": Batch}
+    MODELS: dict[str, type[BaseModel]] = {path: model for path, (model, _) in PREDICTION_ROUTES.items()}
 
     def __init__(self, app) -> None:
         self.app = app
@@ -654,14 +648,45 @@ async def http_error(_request, exc: StarletteHTTPException) -> JSONResponse:
     return JSONResponse(error_body(_clip(str(exc.detail))), status_code=exc.status_code, headers=exc.headers)
 
 
+def _prediction_paths() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(paths, component schemas) of the prediction routes, from the models PredictRoute validates with."""
+    models = [(m, "validation") for m, _ in PREDICTION_ROUTES.values()]
+    models += [(Prediction, "serialization"), (ErrorResponse, "serialization")]
+    refs, definitions = models_json_schema(models, ref_template="#/components/schemas/{model}")
+
+    def content(model: type[BaseModel], mode: str) -> dict[str, Any]:
+        return {"application/json": {"schema": refs[(model, mode)]}}
+
+    paths = {}
+    for path, (model, description) in PREDICTION_ROUTES.items():
+        responses = {
+            str(code): {"description": answer["description"], "content": content(answer["model"], "serialization")}
+            for code, answer in ANSWERS.items()
+        }
+        paths[path] = {
+            "post": {
+                "summary": path.strip("/").replace("_", " ").capitalize(),
+                "description": description,
+                "operationId": path.strip("/"),
+                "requestBody": {"required": True, "content": content(model, "validation")},
+                "responses": responses,
+            }
+        }
+    return paths, definitions.get("$defs", {})
+
+
 def _openapi() -> dict[str, Any]:
-    """The schema documents the 400 the service answers, not FastAPI's default 422."""
+    """The FastAPI routes' schema plus the prediction routes', documenting the 400 the service answers
+    (never FastAPI's default 422)."""
     if api.openapi_schema is None:
         schema = get_openapi(title=api.title, version="1", description=api.description, routes=api.routes)
         for operation in (op for path in schema["paths"].values() for op in path.values()):
             operation.get("responses", {}).pop("422", None)
         for unused in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        paths, definitions = _prediction_paths()
+        schema["paths"] = paths | schema["paths"]
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions)
         api.openapi_schema = schema
     return api.openapi_schema
 
@@ -669,8 +694,8 @@ def _openapi() -> dict[str, Any]:
 api.openapi = _openapi
 
 
-# Mounted at the root: BentoML's own routes (/livez, /readyz, /metrics) match first, and its middleware
-# (metrics, tracing, the token and CORS below) wraps these routes too. Plain FastAPI routes instead of
+# Mounted at the root: BentoML's own routes (/livez, /readyz) match first, and its middleware (tracing,
+# its backstop timeout) wraps these routes and ours below. Plain FastAPI routes instead of
 # @bentoml.api because BentoML's per-call dispatch costs about twice a FastAPI route here (measured).
 WaterPotability = bentoml.asgi_app(api, path="/")(WaterPotability)
 

@@ -232,8 +232,21 @@ class BodyLimits(Rules):
     other: int = Field(default=64, ge=1)
 
 
+class RouterTls(Rules):
+    certificate: Path
+    key: Path
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> RouterTls:
+        for name in ("certificate", "key"):
+            if not getattr(self, name).is_file():
+                raise ValueError(f"router.tls.{name}: no file at {getattr(self, name)}")
+        return self
+
+
 class RouterRules(Rules):
     address: str = "127.0.0.1"
+    tls: RouterTls | None = None  # HTTPS on the listen address with this certificate and key
     listen: int = Port
     rate_limit_per_second: int = Field(ge=1)
     burst: int = Field(ge=0)

@@ -85,7 +85,9 @@ class Watch:
     def probe(self) -> bool:
         """/readyz through the router: the path a client takes, to the slot that is live now."""
         try:
-            answer = httpx.get(f"{self.router.url}/readyz", timeout=self.rules["probe_timeout_seconds"])
+            answer = httpx.get(
+                f"{self.router.url}/readyz", timeout=self.rules["probe_timeout_seconds"], verify=self.router.verify
+            )
             return answer.status_code == 200
         except httpx.HTTPError:
             return False

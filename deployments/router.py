@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess  # nosec B404 # runs the nginx binary with fixed arguments
 import time
 from pathlib import Path
@@ -67,15 +68,38 @@ class NginxRouter:
             os.truncate(self.access_log, 0)
 
     @property
+    def tls(self) -> dict[str, str] | None:
+        """{certificate, key} paths when the router serves HTTPS (router.tls in configs/release.yaml)."""
+        return self.rules.get("tls") or None
+
+    @property
     def url(self) -> str:
         """Where this machine reaches the router (its probes): loopback unless it listens elsewhere only."""
         host = "127.0.0.1" if self.address in ("0.0.0.0", *LOOPBACK) else self.address
-        return f"http://{host}:{self.listen}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.listen}"
+
+    @property
+    def verify(self) -> bool | ssl.SSLContext:
+        """How this machine's probes check the router's certificate: trusted as given (the operator's own
+        certificate, which names the public host, not the loopback address the probes use)."""
+        if not self.tls:
+            return True
+        context = ssl.create_default_context(cafile=self.tls["certificate"])
+        context.check_hostname = False
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a leaf certificate trusted on its own
+        return context
 
     def render(self) -> str:
         rules, limits = self.rules, self.rules.get("body_limits_kb", {})
         values = {"run_dir": self.run_dir, "log_dir": self.log_dir, "listen": self.listen, "address": self.address}
         values |= {"blue_port": self.slots["blue"], "green_port": self.slots["green"]}
+        values["ssl"] = " ssl" if self.tls else ""
+        values["tls"] = (
+            f"ssl_certificate {self.tls['certificate']};\n        ssl_certificate_key {self.tls['key']};\n"
+            "        ssl_protocols TLSv1.2 TLSv1.3;"
+            if self.tls
+            else "# no TLS (router.tls in configs/release.yaml: certificate and key paths)"
+        )
         # A root master drops its workers to `nobody`, who cannot read the marker under a private home:
         # they run as the user who runs potable (never needed when that user is not root).
         values["user"] = "user root;" if os.geteuid() == 0 else ""

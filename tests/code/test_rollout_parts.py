@@ -257,3 +257,53 @@ def test_a_second_release_on_the_same_target_is_refused_while_one_runs(tmp_path)
         assert second.repair() is None  # the supervisor keeps its hands off a release in progress
     with second.holding():  # released again once the first is done
         pass
+
+
+def test_the_router_serves_https_with_the_operators_certificate(tmp_path) -> None:
+    """router.tls: nginx terminates TLS with the given certificate; the watch's probes trust exactly it."""
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    from tests.conftest import free_port
+
+    cert, key = tmp_path / "router.crt", tmp_path / "router.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=potable.example"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+
+    class Slot(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's handler name
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *_) -> None:
+            pass
+
+    slot = ThreadingHTTPServer(("127.0.0.1", 0), Slot)
+    threading.Thread(target=slot.serve_forever, daemon=True).start()
+    rules = {"listen": free_port(), "rate_limit_per_second": 10, "burst": 10}
+    router = NginxRouter(
+        tmp_path,
+        rules | {"tls": {"certificate": str(cert), "key": str(key)}},
+        {"blue": slot.server_address[1], "green": free_port()},
+    )
+    router.start("blue")
+    try:
+        assert router.url.startswith("https://127.0.0.1:")
+        answer = httpx.get(f"{router.url}/readyz", verify=router.verify, timeout=10)
+        assert answer.status_code == 200 and answer.headers["X-Potable-Slot"] == "blue"
+        with pytest.raises(httpx.HTTPError):  # an untrusting client refuses the self-signed certificate
+            httpx.get(f"{router.url}/readyz", timeout=10)
+    finally:
+        router.stop()
+        slot.shutdown()

@@ -44,7 +44,8 @@ def released(prefect_api, tmp_path_factory):
     config = yaml.safe_load((CONFIG_DIR / "release.yaml").read_text())
     config["router"] |= {"listen": free_port(), "client_timeout_seconds": 3}
     config["slots"] = {"blue": free_port(), "green": free_port()}
-    config["watch"] |= {"window_seconds": 8, "max_p99_ms": 3000}  # 2 shared cores: judge errors, not speed
+    # 2 shared cores and another test file beside: judge errors, not speed (the latency rule: tests/code)
+    config["watch"] |= {"window_seconds": 8, "max_p99_ms": 3000, "max_p99_ratio": 10}
     (home.parent / "release.yaml").write_text(yaml.safe_dump(config))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POTABLE_HOME", str(home))

@@ -65,7 +65,7 @@ def release_config(folder: Path, window_seconds: float = 6) -> Path:
     config = yaml.safe_load((CONFIG_DIR / "release.yaml").read_text())
     config["router"]["listen"] = free_port()
     config["slots"] = {"blue": free_port(), "green": free_port()}
-    config["watch"] |= {"window_seconds": window_seconds, "max_p99_ms": 3000}
+    config["watch"] |= {"window_seconds": window_seconds, "max_p99_ms": 3000, "max_p99_ratio": 10}
     path = folder / "release.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
