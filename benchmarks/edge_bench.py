@@ -37,7 +37,7 @@ SIDES = ("router → slot", "router → bare", "slot alone")
 def router_in_front_of(port: int, scratch: Path, name: str) -> NginxRouter:
     rules = yaml.safe_load((CONFIG_DIR / "release.yaml").read_text(encoding="utf-8"))["router"]
     rules |= {"listen": free_port(), "rate_limit_per_second": 10_000_000, "burst": 10_000_000}
-    rules |= {"connections_per_client": 100_000}
+    rules |= {"connections_per_client": 60_000}
     router = NginxRouter(scratch / name, rules, {"blue": port, "green": free_port()})
     router.start("blue")
     return router

@@ -24,9 +24,15 @@ class LoadGenerator:
     results: list[tuple[float, float, int]] = field(default_factory=list)  # (start, end, status; 0 = error)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+    _live: list[list[tuple[float, float, int]]] = field(default_factory=list)
+
+    def sent(self) -> int:
+        """Requests finished so far, while the load runs too."""
+        return sum(len(local) for local in list(self._live))
 
     def _run(self, index: int) -> None:
         local: list[tuple[float, float, int]] = []
+        self._live.append(local)  # counted while running (list appends are atomic); results gets it at the end
         bodies = self.payload if isinstance(self.payload, list) else [self.payload]
         sent = index * len(bodies) // self.connections  # each connection starts elsewhere in the bodies
         sources = self.sources or self.connections

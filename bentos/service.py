@@ -101,7 +101,15 @@ def predictions_counter():
 
 def client_of(scope) -> str:
     """A pseudonymous client id: the peer address, or behind the local router the address nginx forwarded
-    (trusted only from loopback, where the router is). Hashed so the log holds no addresses."""
+    (trusted only from loopback, where the router is). Hashed so the log holds no addresses. Kept in the
+    request's scope: the rate limit and the prediction log both ask."""
+    client = scope.get("potable.client")
+    if client is None:
+        client = scope["potable.client"] = _client_of(scope)
+    return client
+
+
+def _client_of(scope) -> str:
     host = (scope.get("client") or ("unknown", 0))[0]
     if host in ("127.0.0.1", "::1"):
         for name, value in scope.get("headers") or ():
@@ -195,10 +203,13 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        if scope["method"] == "POST" and scope["path"] in BODY_LIMITS:  # PredictRoute bounds it while reading
+            await self.app(scope, receive, send)
+            return
         limit = BODY_LIMITS.get(scope["path"].rstrip("/"), DEFAULT_BODY_LIMIT)
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await self._refuse(scope, receive, send, limit)
+            await self.refuse(scope, receive, send, limit)
             return
         chunks, size, more = [], 0, True
         while more:
@@ -209,7 +220,7 @@ class BodyLimitMiddleware:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > limit:
-                await self._refuse(scope, receive, send, limit)
+                await self.refuse(scope, receive, send, limit)
                 return
         replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
@@ -219,7 +230,7 @@ class BodyLimitMiddleware:
         await self.app(scope, replayed, send)
 
     @staticmethod
-    async def _refuse(scope, receive, send, limit: int) -> None:
+    async def refuse(scope, receive, send, limit: int) -> None:
         detail = [{"loc": ["body"], "msg": f"request body over {limit} bytes for {scope['path']}"}]
         await JSONResponse(error_body("request body too large", detail), status_code=413)(scope, receive, send)
 
@@ -254,12 +265,22 @@ class RequestMetrics:
             registry=None,
             multiprocess_mode="livesum",
         )
-        self.children: dict[tuple[str, int], Any] = {}
+        self.counted: dict[tuple[str, int], Any] = {}
+        self.per_path: dict[str, tuple[Any, Any]] = {}
 
     def _counted(self, endpoint: str, status: int):
-        if (endpoint, status) not in self.children:
-            self.children[endpoint, status] = self.total.labels(endpoint=endpoint, status=str(status))
-        return self.children[endpoint, status]
+        if (endpoint, status) not in self.counted:
+            self.counted[endpoint, status] = self.total.labels(endpoint=endpoint, status=str(status))
+        return self.counted[endpoint, status]
+
+    def _timed(self, endpoint: str) -> tuple[Any, Any]:
+        """(duration histogram, in-progress gauge) of a path, looked up once."""
+        if endpoint not in self.per_path:
+            self.per_path[endpoint] = (
+                self.duration.labels(endpoint=endpoint),
+                self.in_progress.labels(endpoint=endpoint),
+            )
+        return self.per_path[endpoint]
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] == "/metrics":
@@ -267,6 +288,7 @@ class RequestMetrics:
             return
         path = scope["path"]
         endpoint = path if path in KNOWN_PATHS or path.startswith("/static_content/") else UNKNOWN_PATH
+        duration, gauge = self._timed(endpoint)
         started, status = time.perf_counter(), 0
 
         async def counted_send(message) -> None:
@@ -275,10 +297,9 @@ class RequestMetrics:
                 status = message["status"]
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 self._counted(endpoint, status).inc()
-                self.duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+                duration.observe(time.perf_counter() - started)
             await send(message)
 
-        gauge = self.in_progress.labels(endpoint=endpoint)
         gauge.inc()
         try:
             await self.app(scope, receive, counted_send)
@@ -623,13 +644,22 @@ class PredictRoute:
             detail = [{"loc": ["headers", "content-type"], "msg": "send the request body as application/json"}]
             await JSONResponse(error_body("unsupported media type", detail), status_code=415)(scope, receive, send)
             return
-        chunks, more = [], True
-        while more:  # bounded: the body limit middleware read it already
+        limit = BODY_LIMITS[scope["path"]]
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await BodyLimitMiddleware.refuse(scope, receive, send, limit)
+            return
+        chunks, size, more = [], 0, True
+        while more:  # bounded: refused as soon as it grows past the route's limit
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
             chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
             more = message.get("more_body", False)
+            if size > limit:
+                await BodyLimitMiddleware.refuse(scope, receive, send, limit)
+                return
         try:
             parsed = model.model_validate(strict_json(b"".join(chunks)))
         except NotStrictJson as exc:

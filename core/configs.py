@@ -250,7 +250,7 @@ class RouterRules(Rules):
     listen: int = Port
     rate_limit_per_second: int = Field(ge=1)
     burst: int = Field(ge=0)
-    connections_per_client: int = Field(default=64, ge=1)
+    connections_per_client: int = Field(default=64, ge=1, lt=65536)
     body_limits_kb: BodyLimits = BodyLimits()
     header_buffer_kb: int = Field(default=8, ge=1, le=64)
     client_timeout_seconds: int = Field(default=10, ge=1)
