@@ -38,6 +38,7 @@ def nginx_binary() -> str:
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+ALL_ADDRESSES = "0.0.0.0"  # nosec B104 # compared with router.address, never bound by this code
 
 
 class NginxRouter:
@@ -75,7 +76,7 @@ class NginxRouter:
     @property
     def url(self) -> str:
         """Where this machine reaches the router (its probes): loopback unless it listens elsewhere only."""
-        host = "127.0.0.1" if self.address in ("0.0.0.0", *LOOPBACK) else self.address
+        host = "127.0.0.1" if self.address in (ALL_ADDRESSES, *LOOPBACK) else self.address
         return f"{'https' if self.tls else 'http'}://{host}:{self.listen}"
 
     @property
