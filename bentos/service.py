@@ -192,6 +192,32 @@ class ClientRateLimitMiddleware:
         return True
 
 
+async def read_bounded(scope, receive, send, limit: int) -> bytes | None:
+    """The request body, or None once it has been refused (413, decided from Content-Length or while
+    reading, never after reading a huge body whole) or the client has gone."""
+    declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+    if declared.isdigit() and int(declared) > limit:
+        await _too_large(scope, receive, send, limit)
+        return None
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+        if size > limit:
+            await _too_large(scope, receive, send, limit)
+            return None
+    return b"".join(chunks)
+
+
+async def _too_large(scope, receive, send, limit: int) -> None:
+    detail = [{"loc": ["body"], "msg": f"request body over {limit} bytes for {scope['path']}"}]
+    await JSONResponse(error_body("request body too large", detail), status_code=413)(scope, receive, send)
+
+
 class BodyLimitMiddleware:
     """413 for a body over the path's limit, decided from Content-Length or while reading — never after
     reading a huge body whole. The accepted body is handed on to the app unchanged."""
@@ -206,33 +232,15 @@ class BodyLimitMiddleware:
         if scope["method"] == "POST" and scope["path"] in BODY_LIMITS:  # PredictRoute bounds it while reading
             await self.app(scope, receive, send)
             return
-        limit = BODY_LIMITS.get(scope["path"].rstrip("/"), DEFAULT_BODY_LIMIT)
-        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
-            await self.refuse(scope, receive, send, limit)
+        body = await read_bounded(scope, receive, send, BODY_LIMITS.get(scope["path"].rstrip("/"), DEFAULT_BODY_LIMIT))
+        if body is None:
             return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > limit:
-                await self.refuse(scope, receive, send, limit)
-                return
-        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        replay = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replayed() -> dict[str, Any]:
             return replay.pop() if replay else await receive()
 
         await self.app(scope, replayed, send)
-
-    @staticmethod
-    async def refuse(scope, receive, send, limit: int) -> None:
-        detail = [{"loc": ["body"], "msg": f"request body over {limit} bytes for {scope['path']}"}]
-        await JSONResponse(error_body("request body too large", detail), status_code=413)(scope, receive, send)
 
 
 class RequestMetrics:
@@ -644,24 +652,11 @@ class PredictRoute:
             detail = [{"loc": ["headers", "content-type"], "msg": "send the request body as application/json"}]
             await JSONResponse(error_body("unsupported media type", detail), status_code=415)(scope, receive, send)
             return
-        limit = BODY_LIMITS[scope["path"]]
-        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
-            await BodyLimitMiddleware.refuse(scope, receive, send, limit)
+        body = await read_bounded(scope, receive, send, BODY_LIMITS[scope["path"]])
+        if body is None:
             return
-        chunks, size, more = [], 0, True
-        while more:  # bounded: refused as soon as it grows past the route's limit
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > limit:
-                await BodyLimitMiddleware.refuse(scope, receive, send, limit)
-                return
         try:
-            parsed = model.model_validate(strict_json(b"".join(chunks)))
+            parsed = model.model_validate(strict_json(body))
         except NotStrictJson as exc:
             response = JSONResponse(error_body("invalid input", [{"loc": ["body"], "msg": str(exc)}]), status_code=400)
         except ValidationError as exc:

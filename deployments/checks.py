@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from deployments import health
 from deployments.canary import Canary
 from deployments.health import RouterLog, Window
 from deployments.router import NginxRouter
@@ -78,7 +79,7 @@ class Watch:
         self.slot, self.router, self.rules, self.canary = slot, router, rules, canary
         self.log = RouterLog(router.access_log)
         self.limit_ms, self.limit_words = latency_limit(old, rules)
-        self.took: list[float] = []
+        self.took: list[float] = []  # over the window so far: one slow interval of few requests is not a p99
         self.failed_probes = 0
         self.seen: list[dict[str, float]] = []
 
@@ -98,7 +99,7 @@ class Watch:
         self.failed_probes = 0 if self.probe() else self.failed_probes + 1
         w = self.log.read(self.slot.port)
         self.took.extend(w.took)
-        p99 = float(np.percentile(self.took, 99)) if self.took else 0.0
+        p99 = health.p99(self.took)
         self.seen.append(
             {"requests": w.requests, "error_rate": w.error_rate, "p99_ms": p99, "router_answers": w.router_answers}
         )

@@ -29,7 +29,6 @@ class Window:
 
     requests: int
     error_rate: float
-    p99_ms: float
     router_answers: int = 0
     took: tuple[float, ...] = ()  # the slot's time (ms) on each single prediction
 
@@ -37,19 +36,30 @@ class Window:
     def timed(self) -> int:
         return len(self.took)
 
+    @property
+    def p99_ms(self) -> float:
+        return p99(self.took)
+
+
+def p99(took_ms: tuple[float, ...] | list[float]) -> float:
+    return float(np.percentile(took_ms, 99)) if len(took_ms) else 0.0
+
+
+def _last(entry: dict[str, Any], field: str) -> str:
+    """The last value of an upstream field: nginx lists one per upstream tried (", ") and per internal
+    redirect (" : "), and the last one tried is the one that answered."""
+    return str(entry.get(field, "")).split(",")[-1].split(" : ")[-1].strip()
+
 
 def _answered_by(entry: dict[str, Any]) -> str | None:
     """The upstream address that produced this answer, or None when nginx answered alone."""
-    upstream, status = str(entry.get("upstream", "")), str(entry.get("upstream_status", ""))
-    if upstream in ("", "-") or status in ("", "-"):
-        return None
-    return upstream.split(",")[-1].split(" : ")[-1].strip()  # the last upstream tried is the one that answered
+    upstream, status = _last(entry, "upstream"), _last(entry, "upstream_status")
+    return None if upstream in ("", "-") or status in ("", "-") else upstream
 
 
 def _upstream_ms(entry: dict[str, Any]) -> float | None:
-    took = str(entry.get("upstream_time", "")).split(",")[-1].split(" : ")[-1].strip()
     try:
-        return float(took) * 1000
+        return float(_last(entry, "upstream_time")) * 1000
     except ValueError:
         return None
 
@@ -68,12 +78,11 @@ def window(entries: list[dict[str, Any]], upstream_port: int) -> Window:
         if not by.endswith(f":{upstream_port}"):
             continue  # an in-flight request finishing on the other slot
         answered += 1
-        errors += int(str(entry.get("upstream_status", "")).split(",")[-1].strip().startswith("5"))
+        errors += int(_last(entry, "upstream_status").startswith("5"))
         ms = _upstream_ms(entry)
         if ms is not None and path == "/predict":
             took.append(ms)
-    p99 = float(np.percentile(took, 99)) if took else 0.0
-    return Window(answered, errors / answered if answered else 0.0, p99, router, tuple(took))
+    return Window(answered, errors / answered if answered else 0.0, router, tuple(took))
 
 
 def _parsed(chunk: bytes) -> list[dict[str, Any]]:
@@ -104,7 +113,7 @@ class RouterLog:
 
     def read(self, upstream_port: int) -> Window:
         if not self.path.exists():
-            return Window(0, 0.0, 0.0)
+            return Window(0, 0.0)
         if self.path.stat().st_size < self.offset:  # truncated between releases
             self.offset = 0
         with open(self.path, "rb") as fh:
@@ -118,7 +127,7 @@ class RouterLog:
         """The slot's window over the last `seconds` before `now` (epoch): the old slot's figures on the
         traffic of the moment, to judge the new one against (same machine, same clients, same load)."""
         if not self.path.exists():
-            return Window(0, 0.0, 0.0)
+            return Window(0, 0.0)
         with open(self.path, "rb") as fh:
             size = fh.seek(0, 2)
             fh.seek(max(0, size - self.TAIL_BYTES))

@@ -1,6 +1,7 @@
 """Blue-green rollout on one machine: idle slot → ready → smoke → latency → switch → watch → keep or roll back.
 
-The old slot keeps serving until the watch window has passed, so a rollback is one graceful nginx reload.
+The old slot keeps serving until the watch window has passed, so a rollback is one switch of the router's
+marker file (deployments/router.py).
 The window judges the new slot only on what it did itself: its process, probes through the router, the
 answers it produced (never those nginx made alone for a malformed or over-limit request), its own time
 against the old slot's on the same traffic, and the model-level canary (deployments/canary.py: distinct
@@ -35,7 +36,7 @@ from deployments.slots import SlotError, SlotProcess, start_slot, stop_slot, swe
 
 __all__ = ["BlueGreen", "Outcome", "RolloutFailed"]
 SLOTS = ("blue", "green")
-DRAIN_SECONDS = 2.0  # after a switch back, before the rolled-back slot is stopped (nginx's old workers finish)
+DRAIN_SECONDS = 2.0  # after a switch back, before the rolled-back slot is stopped (its in-flight requests finish)
 Record = Callable[[str, dict[str, Any]], None]
 
 

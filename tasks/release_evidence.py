@@ -32,7 +32,12 @@ class ReplacedVersion:
     disagreement: float
 
     def __call__(self, rows: pd.DataFrame) -> np.ndarray:
-        return (self.model.predict_proba(rows[list(FEATURES)])[:, 1] >= self.threshold).astype(int)
+        return answers_at(self.model, rows, self.threshold)
+
+
+def answers_at(model, rows: pd.DataFrame, threshold: float) -> np.ndarray:
+    """0/1 answers of a registered model on rows, at its decision threshold."""
+    return (model.predict_proba(rows[list(FEATURES)])[:, 1] >= threshold).astype(int)
 
 
 @dataclass
@@ -55,6 +60,6 @@ def judging_evidence(record: VersionRecord, rows: int, live_version: str | None,
     if live_version is not None and live_version != record.version:
         live = registry.get(live_version)
         model = registry.load_model(live.version)
-        replaced = ReplacedVersion(live.version, model, live.decision_threshold, 0.0)
-        replaced.disagreement = float(np.mean(replaced(hold_out) != answers))
+        old_answers = answers_at(model, hold_out, live.decision_threshold)
+        replaced = ReplacedVersion(live.version, model, live.decision_threshold, float(np.mean(old_answers != answers)))
     return Judging(hold_out.head(rows), proba[:rows], float(np.mean(answers)), replaced)

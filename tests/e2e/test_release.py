@@ -459,6 +459,8 @@ def test_a_killed_live_slot_leaves_no_worker_behind_and_is_restarted(released) -
         time.sleep(0.2)
     assert not listeners(config["slots"]["green"]), "a BentoML worker kept serving after its server died"
     target = BlueGreen(home, config, lambda *_: None, child_env(Settings()))
+    while time.monotonic() < deadline and target.status()["slots"]["green"]["running"]:
+        time.sleep(0.2)  # the slot's root process exits just after its server: what the supervisor's next tick sees
     repaired = target.repair()
     assert repaired and repaired["restarted"] and repaired["slot"] == "green", repaired
     import httpx
