@@ -288,8 +288,15 @@ class CanaryRules(Rules):
     max_disagreement_increase: float = Fraction
 
 
+class SlotUlimits(Rules):
+    nofile: int = Field(default=16384, ge=1024)
+    nproc: int = Field(default=4096, ge=64)
+
+
 class ImageRules(Rules):
     build_local: bool = False
+    runtime: str = Field(default="runc", min_length=1)  # the OCI runtime podman runs local slots with
+    ulimits: SlotUlimits = SlotUlimits()
 
 
 class AwsRules(Rules):

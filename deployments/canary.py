@@ -104,14 +104,15 @@ def verdict(
 
 
 class PredictionLogReader:
-    """New lines of the slots' prediction log (POTABLE_HOME/predictions/*.jsonl) since the reader was made."""
+    """New lines of the slots' prediction log since the reader was made: POTABLE_HOME/predictions/*.jsonl, and
+    a folder below it per container slot (deployments/slots.py)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.offsets = {path: path.stat().st_size for path in self._files()}
 
     def _files(self) -> list[Path]:
-        return sorted(self.folder.glob("predictions-*.jsonl")) if self.folder.is_dir() else []
+        return sorted(self.folder.glob("**/predictions-*.jsonl")) if self.folder.is_dir() else []
 
     def read(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []

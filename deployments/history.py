@@ -13,7 +13,8 @@ ENDS = ("stopped",)
 
 
 def served_intervals(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Audit entries (in order) → [{version, bento_tag, digest, slot, from, to, because}], `to` None if live."""
+    """Audit entries (in order) → [{version, bento_tag, digest, runs, slot, from, to, because}], `to` None if
+    live; `runs` names the artifact the slot ran: "image <registry/repository@digest>" or "bento <tag>"."""
     intervals: list[dict[str, Any]] = []
     for entry in entries:
         action, details = entry["action"], entry.get("details") or {}
@@ -28,6 +29,7 @@ def served_intervals(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "version": details.get("version") or entry["subject"].get("model_version"),
                 "bento_tag": details.get("bento_tag"),
                 "digest": details.get("digest"),
+                "runs": details.get("runs") or f"bento {details.get('bento_tag')}",
                 "slot": details.get("slot") or entry["subject"].get("slot"),
                 "from": entry["timestamp"],
                 "to": None,

@@ -8,7 +8,8 @@ against the old slot's on the same traffic, and the model-level canary (deployme
 inputs from enough clients, compared with the replaced version on the same inputs). Whatever goes wrong
 inside the window, the live path goes back to the old slot: the flow never dies with the router pointing
 at a dead slot. State (which slot is live, with which version, Bento and image digest) lives in
-POTABLE_HOME/release/.
+POTABLE_HOME/release/. With `image.build_local` on, a slot runs the version's pushed image by digest (podman)
+rather than its Bento, and the history says which.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from deployments.canary import Canary, PreviousModel
 from deployments.checks import RolloutFailed, Watch, latency_check, records, smoke_test
 from deployments.health import RouterLog, Window
 from deployments.router import NginxRouter
-from deployments.slots import SlotError, SlotProcess, start_slot, stop_slot, sweep_port, wait_ready
+from deployments.slots import SlotError, SlotImage, SlotProcess, start_slot, stop_slot, sweep_port, wait_ready
 
 __all__ = ["BlueGreen", "Outcome", "RolloutFailed"]
 SLOTS = ("blue", "green")
@@ -105,8 +106,10 @@ class BlueGreen:
         record: Record,
         slot_env: dict[str, str],
         say: Callable[[str], None] | None = None,
+        image_tls_verify: bool = False,
     ) -> None:
         self.home, self.config, self.record, self.slot_env = home, config, record, slot_env
+        self.image_tls_verify = image_tls_verify  # pulling a slot's image from the registry
         # The release narrates itself: each step with its figure, in the run's log (flows pass Prefect's logger).
         self.say = say or logging.getLogger(__name__).info
         token_set = bool(slot_env.get("POTABLE_API_TOKEN"))
@@ -129,21 +132,35 @@ class BlueGreen:
 
     def _slot(self, state: dict[str, Any], name: str | None) -> SlotProcess | None:
         data = state["slots"].get(name or "")
-        return SlotProcess(**{k: data[k] for k in SlotProcess.__dataclass_fields__}) if data else None
+        return SlotProcess(**{k: data[k] for k in SlotProcess.__dataclass_fields__ if k in data}) if data else None
+
+    def _slot_image(self, reference: str | None) -> SlotImage | None:
+        """How a slot runs `reference` (configs/release.yaml `image`); None: the Bento is served directly."""
+        if not reference:
+            return None
+        rules = self.config["image"]
+        limits = rules["ulimits"]
+        return SlotImage(reference, rules["runtime"], limits["nofile"], limits["nproc"], self.image_tls_verify)
 
     def _serving(self, slot: SlotProcess, digest: str | None) -> dict[str, Any]:
-        """What an interval of `potable rollout history` says served."""
-        return {"slot": slot.name, "version": slot.version, "bento_tag": slot.bento_tag, "digest": digest}
+        """What an interval of `potable rollout history` says served, and which artifact ran it."""
+        runs = f"image {slot.image}" if slot.image else f"bento {slot.bento_tag}"
+        return {"slot": slot.name, "version": slot.version, "bento_tag": slot.bento_tag, "digest": digest, "runs": runs}
 
-    def prepare(self, version: str, bento_tag: str, golden: pd.DataFrame, expected: np.ndarray) -> SlotProcess:
-        """Start the idle slot with the new Bento and check it; nothing live changes here."""
+    def prepare(
+        self, version: str, bento_tag: str, golden: pd.DataFrame, expected: np.ndarray, image: str | None = None
+    ) -> SlotProcess:
+        """Start the idle slot with the new Bento (or its image, by digest) and check it; nothing live changes."""
         state = self.state.load()
         idle = "green" if state["live"] == "blue" else "blue"
         leftover = self._slot(state, idle)
         if leftover is not None:
             stop_slot(leftover)  # a previous release's slot that was never switched to
-        slot = start_slot(idle, self.config["slots"][idle], bento_tag, version, self.home, self.slot_env)
-        self.say(f"slot {idle}: started v{version} ({bento_tag}) on {slot.url}, pid {slot.pid}")
+        began = time.monotonic()
+        port = self.config["slots"][idle]
+        slot = start_slot(idle, port, bento_tag, version, self.home, self.slot_env, self._slot_image(image))
+        runs = f"image {image}, pulled in {time.monotonic() - began:.1f} s" if image else bento_tag
+        self.say(f"slot {idle}: started v{version} ({runs}) on {slot.url}, pid {slot.pid}")
         try:
             ready = wait_ready(slot, self.config["ready_timeout_seconds"])
             self.say(f"slot {idle}: ready after {ready:.1f} s")
@@ -232,7 +249,7 @@ class BlueGreen:
             stop_slot(slot)
             retired = state["slots"].pop(name, None) or {}
             if name != state["live"]:  # what a manual rollback would bring back
-                state["retired"] = {k: retired.get(k) for k in ("version", "bento_tag", "digest")}
+                state["retired"] = {k: retired.get(k) for k in ("version", "bento_tag", "digest", "image")}
             self.state.save(state)
 
     @contextmanager
@@ -258,14 +275,16 @@ class BlueGreen:
         previous_model: PreviousModel | None = None,
         expected_disagreement: float | None = None,
         on_switched: Callable[[SlotProcess], None] | None = None,
+        image: str | None = None,
     ) -> Outcome:
         """`previous_model` answers as the version being replaced does (0/1 per row); with it, the canary
-        compares both versions on the same live inputs against `expected_disagreement` (on judging rows)."""
+        compares both versions on the same live inputs against `expected_disagreement` (on judging rows).
+        `image` (registry/repository@digest): the slot runs that image rather than the Bento."""
         with self.holding():
             self.router.trim_access_log()
             state = self.state.load()
             old = self._slot(state, state["live"])
-            slot = self.prepare(version, bento_tag, golden, expected)
+            slot = self.prepare(version, bento_tag, golden, expected, image)
             ready_at = time.monotonic()
             old_window = self._recent(old)
             canary = Canary(
@@ -326,7 +345,8 @@ class BlueGreen:
             if not live.alive():
                 began = time.monotonic()
                 sweep_port(live.port)
-                fresh = start_slot(live.name, live.port, live.bento_tag, live.version, self.home, self.slot_env)
+                image = self._slot_image(live.image)
+                fresh = start_slot(live.name, live.port, live.bento_tag, live.version, self.home, self.slot_env, image)
                 try:
                     wait_ready(fresh, self.config["ready_timeout_seconds"])
                 except SlotError as exc:

@@ -1,4 +1,6 @@
-"""A slot: one BentoML server (a Bento served directly) on a fixed port, whole or not at all.
+"""A slot: one BentoML server on a fixed port, whole or not at all: the Bento served directly, or the
+version's pushed OCI image run by podman (no daemon) by digest, so the local blue-green runs the artifact
+production runs.
 
 `bentoml serve` runs its workers in their own sessions: killing the server (or its process group) used
 to leave workers behind that kept serving the old model on the slot's port. Where the kernel allows it
@@ -9,6 +11,7 @@ a slot also ends whatever BentoML process still listens on its port, so nothing 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -26,8 +29,23 @@ import psutil
 READY_POLL_SECONDS = 0.05
 
 
+# Where a container slot's prediction log goes inside it; the host's folder for that slot is mounted there.
+CONTAINER_HOME = "/potable"
+
+
 class SlotError(RuntimeError):
     """The slot did not become ready (its log says why)."""
+
+
+@dataclass(frozen=True)
+class SlotImage:
+    """Run the slot from this OCI image rather than from the Bento (configs/release.yaml `image`)."""
+
+    reference: str  # registry/repository@sha256:…: by digest, so what runs is exactly what was pushed
+    runtime: str  # podman's OCI runtime
+    nofile: int
+    nproc: int
+    tls_verify: bool  # when pulling from the registry
 
 
 @dataclass
@@ -36,9 +54,11 @@ class SlotProcess:
     port: int
     bento_tag: str
     version: str
-    pid: int
+    pid: int  # the Bento's `bentoml serve`, or the `podman run` attached to the slot's container
     started: float  # process create time: a recycled PID is never taken for ours
     log: str
+    image: str = ""  # the image reference run by digest; "" when the Bento is served directly
+    container: str = ""  # podman's name for the slot's container
 
     @property
     def url(self) -> str:
@@ -82,20 +102,82 @@ def slot_bentoml_home(home: Path, name: str, store: Path) -> Path:
     return own
 
 
-def start_slot(name: str, port: int, bento_tag: str, version: str, home: Path, env: dict[str, str]) -> SlotProcess:
-    """`env` is the whole environment of the slot (core.environment.child_env): nothing is inherited."""
+def start_slot(
+    name: str,
+    port: int,
+    bento_tag: str,
+    version: str,
+    home: Path,
+    env: dict[str, str],
+    image: SlotImage | None = None,
+) -> SlotProcess:
+    """`env` is the whole environment of the slot (core.environment.child_env): nothing is inherited.
+    With `image`, the slot is that image's container (pulled first), else the Bento served directly."""
     log = home / "logs" / f"slot-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = env | {"BENTOML_HOME": str(slot_bentoml_home(home, name, Path(env["BENTOML_HOME"])))}
+    container = container_name(home, name) if image is not None else ""
     sweep_port(port)  # an orphan of an earlier slot must not answer in this one's place
-    bentoml_cli = str(Path(sys.executable).with_name("bentoml"))
-    argv = [*namespace_prefix(), bentoml_cli, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
+    if image is not None:
+        remove_container(container)
+        pull(image)
+        argv = container_argv(image, container, port, home, env)
+    else:
+        env = env | {"BENTOML_HOME": str(slot_bentoml_home(home, name, Path(env["BENTOML_HOME"])))}
+        bentoml_cli = str(Path(sys.executable).with_name("bentoml"))
+        argv = [*namespace_prefix(), bentoml_cli, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "ab") as out:
         process = subprocess.Popen(  # nosec B603 # fixed argv, no shell
             argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     started = psutil.Process(process.pid).create_time()
-    return SlotProcess(name, port, bento_tag, version, process.pid, started, str(log))
+    reference = image.reference if image else ""
+    return SlotProcess(name, port, bento_tag, version, process.pid, started, str(log), reference, container)
+
+
+def podman() -> str:
+    found = shutil.which("podman")
+    if found is None:
+        raise SlotError("podman is not installed: image.build_local runs the slots from the image (apt install podman)")
+    return found
+
+
+def container_name(home: Path, slot: str) -> str:
+    """One name per home and slot: two platforms on one machine (parallel tests) never share a container."""
+    return f"potable-{hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:10]}-{slot}"
+
+
+def pull(image: SlotImage) -> None:
+    """The image into podman's storage (layers already there are not fetched again)."""
+    tls = f"--tls-verify={str(image.tls_verify).lower()}"
+    done = subprocess.run(  # nosec B603 # fixed argv
+        [podman(), "pull", "--quiet", tls, image.reference], capture_output=True, text=True, timeout=1800
+    )
+    if done.returncode != 0:
+        raise SlotError(f"could not pull {image.reference}: {(done.stderr or done.stdout).strip()[-1000:]}")
+
+
+def container_argv(image: SlotImage, container: str, port: int, home: Path, env: dict[str, str]) -> list[str]:
+    """`podman run` of the slot: the host's loopback (no port mapping, nothing beyond 127.0.0.1), the service
+    settings of `env` passed by name (values stay out of the command line), the slot's own prediction-log
+    folder mounted in and handed to the image's non-root user (`:U`)."""
+    predictions = home / "predictions" / container
+    predictions.mkdir(parents=True, exist_ok=True)
+    settings = sorted(k for k in env if k.startswith("POTABLE_") and k != "POTABLE_HOME")
+    return [
+        *(podman(), "--runtime", image.runtime, "run", "--rm", "--replace", "--name", container),
+        *("--network", "host", "--ulimit", f"nofile={image.nofile}:{image.nofile}"),
+        *("--ulimit", f"nproc={image.nproc}:{image.nproc}"),
+        *("--volume", f"{predictions}:{CONTAINER_HOME}/predictions:U", "--env", f"POTABLE_HOME={CONTAINER_HOME}"),
+        *(arg for key in settings for arg in ("--env", key)),
+        *(image.reference, "serve", "--host", "127.0.0.1", "--port", str(port)),
+    ]
+
+
+def remove_container(container: str) -> None:
+    """End and remove the slot's container if there is one (SIGTERM first: BentoML drains)."""
+    subprocess.run(  # nosec B603 # fixed argv
+        [podman(), "rm", "--force", "--ignore", "--time", "10", container], capture_output=True, timeout=60
+    )
 
 
 def wait_ready(slot: SlotProcess, timeout: float) -> float:
@@ -164,4 +246,6 @@ def stop_slot(slot: SlotProcess, timeout: float = 30.0) -> None:
             except ProcessLookupError:
                 pass
             psutil.wait_procs(alive, timeout=5)
+    if slot.container:
+        remove_container(slot.container)  # the container outlives a killed `podman run`
     sweep_port(slot.port)

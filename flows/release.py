@@ -122,7 +122,8 @@ def recorder(settings: Settings, version: str, actor: str):
 def local_target(settings: Settings, config: dict[str, Any], version: str, actor: str) -> BlueGreen:
     """The nginx + two-slot target; every slot gets the environment derived from the settings."""
     say = get_run_logger().info  # the release narrates itself in its run's log
-    return BlueGreen(settings.home_dir, config, recorder(settings, version, actor), child_env(settings), say=say)
+    record, env = recorder(settings, version, actor), child_env(settings)
+    return BlueGreen(settings.home_dir, config, record, env, say=say, image_tls_verify=settings.image_tls_verify)
 
 
 def one_release_at_a_time(timeout_seconds: float):
@@ -157,9 +158,16 @@ def release(version: str | None = None, override_reason: str | None = None, acto
         )
 
 
+def pushed_by_digest(record: VersionRecord) -> str:
+    """registry/repository@sha256:…: the exact image the registry holds for the version, whatever its tag
+    points at later."""
+    return f"{record.image.rsplit(':', 1)[0]}@{record.image_digest}"
+
+
 def roll_out(record: VersionRecord, config: dict[str, Any], settings: Settings, actor: str) -> dict:
     on_aws = config.get("target", "local") == "aws"
-    if (on_aws or config.get("image", {}).get("build_local")) and not record.image:
+    from_image = bool(config.get("image", {}).get("build_local"))
+    if (on_aws or from_image) and not record.image:
         publish_image(record.version, settings, actor)  # AWS runs the image; locally it is the setting's call
         record = ModelRegistry(settings).get(record.version)
     if on_aws:
@@ -176,6 +184,7 @@ def roll_out(record: VersionRecord, config: dict[str, Any], settings: Settings, 
         expected_share=judging.expected_share,
         previous_model=judging.replaced,
         expected_disagreement=judging.replaced.disagreement if judging.replaced else None,
+        image=pushed_by_digest(record) if from_image else None,
     )
     return report(outcome, settings, actor)
 

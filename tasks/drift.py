@@ -54,9 +54,10 @@ class DriftReport:
 
 
 def read_prediction_log(folder: Path, since: datetime | None = None) -> pd.DataFrame:
-    """Every logged prediction (all workers' files, rotated ones too) at or after `since`."""
+    """Every logged prediction (all workers' files, rotated ones too, container slots' folders below) at or
+    after `since`."""
     records = []
-    for path in sorted(folder.glob("predictions-*.jsonl*")):
+    for path in sorted(folder.glob("**/predictions-*.jsonl*")):
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():

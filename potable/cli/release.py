@@ -103,7 +103,7 @@ def rollout_stop() -> None:
 
 @rollout_app.command("history")
 def rollout_history(as_json: Annotated[bool, typer.Option("--json", help="JSON, for machines")] = False) -> None:
-    """What served when: each switch, rollback, restart and stop as an interval (version, Bento, digest, slot)."""
+    """What served when: each switch, rollback, restart and stop as an interval (version, slot, what ran it)."""
     from core.settings import get_settings
     from deployments.history import served_intervals
     from governance.audit import audit_log
@@ -116,8 +116,8 @@ def rollout_history(as_json: Annotated[bool, typer.Option("--json", help="JSON, 
         typer.echo("nothing has been live on this target yet")
     for i in intervals:
         until = i["to"] or "now (live)"
-        digest = (i["digest"] or "no image")[:19]
-        typer.echo(f"{i['from']}  →  {until:<32}  v{i['version']:<4} {i['slot']:<6} {digest:<20} {i['because']}")
+        runs = i["runs"] if "@" not in i["runs"] else f"image {i['runs'].rsplit('@', 1)[-1][:19]}"
+        typer.echo(f"{i['from']}  →  {until:<32}  v{i['version']:<4} {i['slot']:<6} {runs:<40} {i['because']}")
 
 
 @rollout_app.command("supervise")
