@@ -88,12 +88,28 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def load_with_wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
+def lab_rows(n: int = 500) -> list[dict]:
+    """Varied real samples, as a lab sends them: rows of the bundled data (a missing value as null)."""
+    from core.batches import read_batch
+    from core.settings import BUNDLED_DATA, FEATURES
+
+    rows = read_batch(BUNDLED_DATA)[list(FEATURES)].sample(n, random_state=11)
+    return [{k: (None if v != v else float(v)) for k, v in row.items()} for row in rows.to_dict("records")]
+
+
+def wrk_script(payloads: list[dict]) -> str:
+    """POST /predict with the payloads in turn (each wrk connection keeps its own place in the list)."""
+    bodies = ",\n".join(f"[[{json.dumps(p)}]]" for p in payloads)
+    return (
+        f"bodies = {{\n{bodies}\n}}\nturn = 0\nrequest = function()\n  turn = turn + 1\n"
+        '  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[(turn % #bodies) + 1])\n'
+        "end\n"
+    )
+
+
+def load_with_wrk(url: str, connections: int, seconds: int, payloads: list[dict]) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = '{json.dumps(SEED_PAYLOAD)}'\n"
-        )
+        script.write(wrk_script(payloads))
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],  # nosec B603 B607
         capture_output=True,
@@ -117,25 +133,25 @@ def load_with_wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
     }
 
 
-async def _python_load(url: str, connections: int, seconds: int) -> dict[str, float]:
+async def _python_load(url: str, connections: int, seconds: int, payloads: list[dict]) -> dict[str, float]:
     latencies: list[float] = []
     bad = 0
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
 
-        async def worker() -> None:
+        async def worker(turn: int) -> None:
             nonlocal bad
             while time.perf_counter() < deadline:
-                started = time.perf_counter()
+                started, turn = time.perf_counter(), turn + 1
                 try:
-                    response = await client.post(url, json=SEED_PAYLOAD)
+                    response = await client.post(url, json=payloads[turn % len(payloads)])
                     bad += response.status_code >= 300
                 except httpx.HTTPError:
                     bad += 1
                 latencies.append((time.perf_counter() - started) * 1000)
 
-        await asyncio.gather(*(worker() for _ in range(connections)))
+        await asyncio.gather(*(worker(i) for i in range(connections)))
     return {
         "rps": len(latencies) / seconds,
         "p50": float(np.percentile(latencies, 50)),
@@ -145,10 +161,12 @@ async def _python_load(url: str, connections: int, seconds: int) -> dict[str, fl
     }
 
 
-def load(url: str, connections: int, seconds: int = DURATION) -> dict[str, float]:
+def load(url: str, connections: int, seconds: int = DURATION, payloads: list[dict] | None = None) -> dict[str, float]:
+    """Load `url` with POSTs of `payloads` in turn (default: the seed's one sample, repeated)."""
+    payloads = payloads or [SEED_PAYLOAD]
     if shutil.which("wrk"):
-        return load_with_wrk(url, connections, seconds)
-    return asyncio.run(_python_load(url, connections, seconds))
+        return load_with_wrk(url, connections, seconds, payloads)
+    return asyncio.run(_python_load(url, connections, seconds, payloads))
 
 
 def onnx_path(version: str) -> Path:

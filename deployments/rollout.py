@@ -108,7 +108,9 @@ class BlueGreen:
         say: Callable[[str], None] | None = None,
         image_tls_verify: bool = False,
     ) -> None:
-        self.home, self.config, self.record, self.slot_env = home, config, record, slot_env
+        self.home, self.config, self.record = home, config, record
+        # Behind the router, body limits, slow clients and per-client rates are nginx's (bentos/service.py).
+        self.slot_env = slot_env | {"POTABLE_EDGE_BY_ROUTER": "1"}
         self.image_tls_verify = image_tls_verify  # pulling a slot's image from the registry
         # The release narrates itself: each step with its figure, in the run's log (flows pass Prefect's logger).
         self.say = say or logging.getLogger(__name__).info
